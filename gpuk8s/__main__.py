@@ -1,0 +1,3 @@
+from gpuk8s.cli import main
+
+main()

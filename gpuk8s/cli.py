@@ -1,0 +1,128 @@
+"""The `gpuk8s` command line: parse options, call the package, render the result.
+
+Heavy modules (paramiko, Rich tables) are imported inside the commands so `--help` is instant.
+Expected errors (Gpuk8sError) become a message and their exit code here, and only here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from gpuk8s import __version__
+from gpuk8s.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, Gpuk8sError, InventoryError, UsageError
+
+app = typer.Typer(
+    name="gpuk8s",
+    help="Turn bare-metal NVIDIA servers into a GPU Kubernetes cluster (kubeadm, containerd, "
+         "Calico, NVIDIA GPU Operator).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,  # plain Click help: the Rich help formatter costs ~75 ms at start-up
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+InventoryOpt = typer.Option(None, "--inventory", "-i", envvar="GPUK8S_INVENTORY",
+                            help="Inventory YAML file (see docs/inventory.md).")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gpuk8s {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """gpuk8s: bare-metal NVIDIA servers to a GPU Kubernetes cluster."""
+
+
+def _fail(e: BaseException, debug: bool) -> "typer.Exit":
+    from gpuk8s import ui
+
+    if isinstance(e, InventoryError) and e.problems:
+        n = len(e.problems)
+        ui.print_error(f"invalid inventory ({n} problem{'s' if n != 1 else ''}):")
+        for p in e.problems:
+            ui.err_console.print(f"  {p}", markup=False, highlight=False)
+    elif isinstance(e, KeyboardInterrupt):
+        ui.print_error("interrupted")
+        return typer.Exit(EXIT_INTERRUPTED)
+    else:
+        ui.print_error(str(e))
+    if debug:
+        import traceback
+
+        traceback.print_exception(e)
+    return typer.Exit(getattr(e, "exit_code", EXIT_INTERNAL))
+
+
+def _load(inventory: Optional[Path], local: bool, hosts: Optional[List[str]]):
+    from gpuk8s.inventory import load_inventory, local_inventory
+
+    if local and inventory is not None:
+        raise UsageError("--local checks this machine with default settings; do not combine it "
+                         "with --inventory (add the host with `connection: local` instead)")
+    if local:
+        inv = local_inventory()
+    elif inventory is None:
+        raise UsageError("no inventory: pass --inventory FILE (or set GPUK8S_INVENTORY), or --local "
+                         "to check this machine")
+    else:
+        inv = load_inventory(inventory)
+    if hosts:
+        unknown = [h for h in hosts if h not in {x.name for x in inv.hosts}]
+        if unknown:
+            raise UsageError(f"--host: no such host in {inv.path}: {', '.join(unknown)}")
+        from dataclasses import replace
+
+        inv = replace(inv, hosts=tuple(h for h in inv.hosts if h.name in hosts))
+    return inv
+
+
+@app.command()
+def preflight(
+    inventory: Optional[Path] = InventoryOpt,
+    local: bool = typer.Option(False, "--local", help="Check this machine (no SSH, no inventory)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    host: Optional[List[str]] = typer.Option(None, "--host", help="Only these hosts (repeatable)."),
+    accept_new_host_keys: bool = typer.Option(
+        False, "--accept-new-host-keys",
+        help="Record unknown host keys in known_hosts (like StrictHostKeyChecking=accept-new)."),
+    parallel: int = typer.Option(64, "--parallel", min=1, max=1024, help="Hosts probed at once."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Check every host is ready to become a node; change nothing.
+
+    Exit codes: 0 ready, 1 failed checks, 3 bad inventory, 4 unreachable hosts.
+    """
+    try:
+        from gpuk8s import ui
+        from gpuk8s.preflight import run_preflight
+
+        inv = _load(inventory, local, host)
+        with ui.host_progress(len(inv.hosts), "probing hosts", enabled=True) as on_done:
+            report = run_preflight(inv, accept_new_host_keys=accept_new_host_keys,
+                                   parallel=parallel, on_host_done=on_done)
+        if json_out:
+            ui.print_json(report.to_dict())
+        else:
+            ui.render_preflight(report)
+    except (Gpuk8sError, KeyboardInterrupt) as e:
+        raise _fail(e, debug) from None
+    raise typer.Exit(report.exit_code)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(EXIT_INTERRUPTED)

@@ -1,0 +1,91 @@
+"""One error hierarchy; each error carries the exit code the CLI maps it to."""
+
+from __future__ import annotations
+
+# Exit codes (documented in docs/exit-codes.md).
+EXIT_OK = 0
+EXIT_CHECKS_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INVENTORY = 3
+EXIT_UNREACHABLE = 4
+EXIT_REMOTE = 5
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+
+class Gpuk8sError(Exception):
+    """Base of every error gpuk8s expects; the CLI turns it into a message and exit code."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class UsageError(Gpuk8sError):
+    """The command line asks for something that cannot be done."""
+
+    exit_code = EXIT_USAGE
+
+
+class InventoryError(Gpuk8sError):
+    """The inventory file is missing, unparsable or invalid; lists every problem at once."""
+
+    exit_code = EXIT_INVENTORY
+
+    def __init__(self, problems: list["Problem"] | None = None, message: str | None = None):
+        self.problems = list(problems or [])
+        super().__init__(message or self._summary())
+
+    def _summary(self) -> str:
+        return "\n".join(str(p) for p in self.problems) or "invalid inventory"
+
+
+class Problem:
+    """One validation problem: where (file, line, field path) and what."""
+
+    __slots__ = ("file", "line", "path", "message")
+
+    def __init__(self, file: str, line: int | None, path: str, message: str):
+        self.file, self.line, self.path, self.message = file, line, path, message
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"Problem({self})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Problem) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+
+class TransportError(Gpuk8sError):
+    """A host could not be reached or a command could not be run on it.
+
+    `kind` is one of: refused, timeout, unreachable, dns, auth, host-key-unknown,
+    host-key-changed, sudo-password, protocol, closed.
+    """
+
+    exit_code = EXIT_UNREACHABLE
+
+    def __init__(self, kind: str, message: str):
+        self.kind = kind
+        super().__init__(message)
+
+
+class RemoteCommandError(Gpuk8sError):
+    """A remote command exited non-zero where success was required."""
+
+    exit_code = EXIT_REMOTE
+
+    def __init__(self, host: str, command: str, exit_status: int, stderr: str, hint: str = ""):
+        self.host, self.command, self.exit_status, self.stderr, self.hint = (
+            host, command, exit_status, stderr, hint)
+        tail = "\n".join(stderr.strip().splitlines()[-10:])
+        msg = f"{host}: `{command}` exited {exit_status}"
+        if tail:
+            msg += f"\n{tail}"
+        if hint:
+            msg += f"\n{hint}"
+        super().__init__(msg)

@@ -1,0 +1,84 @@
+# gpuk8s probe: read-only. Prints sections, each "@@gpuk8s:NAME" on its own line followed by
+# raw output that gpuk8s/facts.py parses. Argument 1: the control-plane endpoint host (may be empty).
+# It reads the paths a real server has (/sys, /proc, /etc) so each fact can be checked by hand.
+LC_ALL=C; export LC_ALL
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH; export PATH
+ep=$1
+s() { printf '\n@@gpuk8s:%s\n' "$1"; }
+f() { [ -r "$1" ] && cat "$1" 2>/dev/null; return 0; }
+t() { if command -v timeout >/dev/null 2>&1; then timeout 15 "$@"; else "$@"; fi; }
+s probe; echo 1
+s uid; id -u
+s os_release; f /etc/os-release || f /usr/lib/os-release
+[ -r /etc/os-release ] || f /usr/lib/os-release
+s uname; uname -r; uname -m
+s hostname; f /proc/sys/kernel/hostname
+s cgroup; stat -fc %T /sys/fs/cgroup 2>/dev/null
+s cpus; getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null
+s meminfo; grep -E '^(MemTotal|SwapTotal):' /proc/meminfo 2>/dev/null
+s swaps; f /proc/swaps
+s fstab; f /etc/fstab
+s swap_units
+for u in /etc/systemd/system/*.swap /etc/systemd/system/*.wants/*.swap /run/systemd/system/*.swap /usr/lib/systemd/system/*.swap /lib/systemd/system/*.swap; do
+  if [ -L "$u" ]; then printf '%s -> %s\n' "$u" "$(readlink "$u")"; elif [ -e "$u" ]; then printf '%s\n' "$u"; fi
+done
+s links; ip -o link show 2>/dev/null
+s addrs; ip -o addr show 2>/dev/null
+s routes; ip -o route show 2>/dev/null; ip -o -6 route show 2>/dev/null
+s product_uuid; f /sys/class/dmi/id/product_uuid
+s modules; [ -r /proc/modules ] && cut -d' ' -f1 /proc/modules; ls -1 /sys/module 2>/dev/null
+s filesystems; f /proc/filesystems
+s sysctl
+for k in net/ipv4/ip_forward net/ipv6/conf/all/forwarding net/bridge/bridge-nf-call-iptables net/bridge/bridge-nf-call-ip6tables; do
+  [ -r "/proc/sys/$k" ] && printf '%s=%s\n' "$k" "$(cat "/proc/sys/$k" 2>/dev/null)"
+done
+s binaries
+for b in ip iptables mount nsenter ethtool socat tc conntrack touch ebtables modprobe sysctl systemctl \
+         containerd runc crictl kubeadm kubelet kubectl helm nvidia-smi nvidia-ctk mokutil lspci apt-get dnf yum; do
+  p=$(command -v "$b" 2>/dev/null) && printf '%s=%s\n' "$b" "$p"
+done
+s services
+if command -v systemctl >/dev/null 2>&1; then
+  for u in containerd kubelet firewalld ufw chronyd chrony systemd-timesyncd ntpd ntp ntpsec docker unattended-upgrades dnf-automatic.timer dnf-automatic-install.timer; do
+    printf '%s=%s=%s\n' "$u" "$(systemctl is-active "$u" 2>/dev/null)" "$(systemctl is-enabled "$u" 2>/dev/null)"
+  done
+fi
+s timedatectl; command -v timedatectl >/dev/null 2>&1 && t timedatectl show 2>/dev/null
+s ufw_conf; f /etc/ufw/ufw.conf
+s listen; f /proc/net/tcp; f /proc/net/tcp6
+s endpoint; [ -n "$ep" ] && getent ahosts "$ep" 2>/dev/null
+s containerd_version; command -v containerd >/dev/null 2>&1 && t containerd --version 2>&1
+s containerd_config; f /etc/containerd/config.toml
+s kubeadm_version; command -v kubeadm >/dev/null 2>&1 && t kubeadm version -o short 2>&1
+s kubelet_version; command -v kubelet >/dev/null 2>&1 && t kubelet --version 2>&1
+s kubectl_version; command -v kubectl >/dev/null 2>&1 && t kubectl version --client 2>&1
+s helm_version; command -v helm >/dev/null 2>&1 && t helm version --short 2>&1
+s pci; grep -H '' /sys/bus/pci/devices/*/vendor /sys/bus/pci/devices/*/device /sys/bus/pci/devices/*/class 2>/dev/null
+s pci_driver
+for d in $(grep -l 0x10de /sys/bus/pci/devices/*/vendor 2>/dev/null); do
+  d=${d%/vendor}; [ -L "$d/driver" ] && printf '%s %s\n' "${d##*/}" "$(basename "$(readlink "$d/driver")")"
+done
+s lspci; command -v lspci >/dev/null 2>&1 && lspci -Dnn -d 10de: 2>/dev/null
+s nvidia_smi
+if command -v nvidia-smi >/dev/null 2>&1; then
+  t nvidia-smi --query-gpu=index,pci.bus_id,name,driver_version,memory.total,mig.mode.current --format=csv,noheader 2>&1
+  echo "rc=$?"
+fi
+s nvidia_version; f /proc/driver/nvidia/version; f /sys/module/nvidia/version
+s modprobe_nouveau; grep -rshE '^[[:space:]]*(blacklist|options|install)[[:space:]]+nouveau' /etc/modprobe.d /run/modprobe.d /usr/lib/modprobe.d /lib/modprobe.d 2>/dev/null
+s cmdline; f /proc/cmdline
+s secure_boot
+v=$(ls /sys/firmware/efi/efivars/SecureBoot-* 2>/dev/null | head -n 1)
+if [ -n "$v" ]; then printf 'efivar=%s\n' "$(od -An -t u1 "$v" 2>/dev/null | tr -s ' ')"
+elif [ -d /sys/firmware/efi ]; then echo efi=yes
+else echo efi=no; fi
+command -v mokutil >/dev/null 2>&1 && t mokutil --sb-state 2>&1
+s auto_upgrades; f /etc/apt/apt.conf.d/20auto-upgrades
+s cni; ls -1 /etc/cni/net.d 2>/dev/null
+s k8s_state
+for p in /etc/kubernetes/admin.conf /etc/kubernetes/kubelet.conf /etc/kubernetes/pki/ca.crt /etc/kubernetes/manifests/kube-apiserver.yaml /var/lib/etcd/member; do
+  [ -e "$p" ] && printf '%s\n' "$p"
+done
+s selinux; f /sys/fs/selinux/enforce
+s end
+exit 0

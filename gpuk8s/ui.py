@@ -1,0 +1,128 @@
+"""Human output (Rich) and machine output (JSON). Imported only when a command runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+_ORDER = {"fail": 0, "warn": 1, "pass": 2, "skip": 3}
+
+err_console = Console(stderr=True)
+
+
+def out_console() -> Console:
+    return Console()
+
+
+@contextmanager
+def host_progress(total: int, label: str, enabled: bool = True) -> Iterator:
+    """A transient progress bar on stderr; yields a callback(host name, ok)."""
+    if not enabled or not err_console.is_terminal:
+        yield lambda name, ok: None
+        return
+    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TextColumn("{task.fields[last]}"), TimeElapsedColumn(),
+                  console=err_console, transient=True) as progress:
+        task = progress.add_task(label, total=total, last="")
+
+        def done(name: str, ok: bool) -> None:
+            mark = "[green]✓[/]" if ok else "[red]✗[/]"
+            progress.update(task, advance=1, last=f"{mark} {escape(name)}")
+
+        yield done
+
+
+def print_json(data: dict) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def _host_summary(h) -> str:
+    f = h.facts
+    if f is None:
+        return ""
+    parts = []
+    if f.os.pretty_name:
+        parts.append(f.os.pretty_name)
+    if f.gpus:
+        names: dict[str, int] = {}
+        for g in f.gpus:
+            names[g.name or g.device_id] = names.get(g.name or g.device_id, 0) + 1
+        parts.append(", ".join(f"{n}× {name}" for name, n in names.items()))
+    return " · ".join(parts)
+
+
+def render_preflight(report, console: Console | None = None) -> None:
+    """Hosts at a glance, then each host's failing checks (with fixes) first, then a summary line."""
+    console = console or out_console()
+    table = Table(title="gpuk8s preflight", title_justify="left", header_style="bold")
+    for col in ("host", "address", "status", "fail", "warn", "pass", "host details"):
+        table.add_column(col, no_wrap=col in ("host", "address", "status"))
+    for h in report.hosts:
+        if not h.reachable:
+            status = Text(f"unreachable ({h.error_kind})", style="bold red")
+            table.add_row(escape(h.name), escape(h.address), status, "", "", "", escape(h.error or ""))
+            continue
+        nfail, nwarn = len(h.failed), len(h.warnings)
+        npass = sum(1 for c in h.checks if c.status == "pass")
+        if nfail or h.error:
+            status = Text("not ready", style="bold red")
+        elif nwarn:
+            status = Text("ready (warnings)", style="yellow")
+        else:
+            status = Text("ready", style="green")
+        table.add_row(escape(h.name), escape(h.address), status, str(nfail) if nfail else "",
+                      str(nwarn) if nwarn else "", str(npass), escape(_host_summary(h)))
+    console.print(table)
+
+    for h in report.hosts:
+        if not h.reachable:
+            continue
+        problems = sorted((c for c in h.checks if c.status in ("fail", "warn")),
+                          key=lambda c: _ORDER[c.status])
+        if not problems and not h.error:
+            continue
+        body = Text()
+        if h.error:
+            body.append("error  ", style="bold red")
+            body.append(h.error + "\n")
+        for c in problems:
+            body.append(f"{c.status:<5}  ", style=STATUS_STYLE[c.status])
+            body.append(c.id, style="bold")
+            body.append(f"  {c.message}\n")
+            if c.fix:
+                for line in c.fix.splitlines():
+                    body.append(f"         $ {line}\n", style="cyan")
+        border = "red" if h.failed or h.error else "yellow"
+        console.print(Panel(body.rstrip() if hasattr(body, "rstrip") else body,
+                            title=f"{h.name} ({h.address})", title_align="left", border_style=border))
+
+    console.print(summary_line(report))
+
+
+def summary_line(report) -> Text:
+    n = len(report.hosts)
+    unreachable = len(report.unreachable)
+    not_ready = sum(1 for h in report.hosts if h.reachable and (h.failed or h.error))
+    ready = n - unreachable - not_ready
+    fails = sum(len(h.failed) for h in report.hosts)
+    warns = sum(len(h.warnings) for h in report.hosts)
+    style = "bold green" if report.ok else "bold red"
+    verdict = "all hosts ready" if report.ok else "not ready"
+    return Text(f"{verdict}: {n} host{'s' if n != 1 else ''}, {ready} ready, {not_ready} with failed "
+                f"checks, {unreachable} unreachable; {fails} failed check{'s' if fails != 1 else ''}, "
+                f"{warns} warning{'s' if warns != 1 else ''}", style=style)
+
+
+def print_error(message: str) -> None:
+    err_console.print(Text("error: ", style="bold red") + Text(message))
