@@ -323,12 +323,20 @@ def parse_kv(text: str | None) -> dict[str, str]:
 
 
 def parse_services(text: str | None) -> dict[str, dict[str, str]]:
-    """Lines `unit=<is-active>=<is-enabled>` -> {unit: {active, enabled}}."""
-    out = {}
-    for line in _lines(text):
-        parts = line.split("=")
-        if len(parts) >= 3:
-            out[parts[0]] = {"active": parts[1].strip(), "enabled": parts[2].strip()}
+    """`systemctl show -p Id,LoadState,ActiveState,UnitFileState U...` -> {unit: {active, enabled, load}}.
+
+    One block per unit, separated by blank lines, properties in any order. Units are keyed
+    without the `.service` suffix; units that do not exist (LoadState=not-found) are left out.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for block in re.split(r"\n\s*\n", text or ""):
+        kv = parse_kv(block)
+        unit = kv.get("Id")
+        if not unit or kv.get("LoadState") == "not-found":
+            continue
+        name = unit[: -len(".service")] if unit.endswith(".service") else unit
+        out[name] = {"active": kv.get("ActiveState", ""), "enabled": kv.get("UnitFileState", ""),
+                     "load": kv.get("LoadState", "")}
     return out
 
 
@@ -412,17 +420,26 @@ def parse_containerd_config(text: str | None) -> ContainerdConfig:
     cfg.cri_disabled = any(p in ("cri", _CRI_V2, _CRI_V3_RUNTIME, "io.containerd.grpc.v1.cri")
                            for p in disabled)
     plugins = data.get("plugins") or {}
+    v1_opts = _dig(plugins, "cri", "containerd", "runtimes", "runc", "options")
     v2_opts = _dig(plugins, _CRI_V2, "containerd", "runtimes", "runc", "options")
     v3_opts = _dig(plugins, _CRI_V3_RUNTIME, "containerd", "runtimes", "runc", "options")
-    native, other = (v3_opts, v2_opts) if cfg.version >= 3 else (v2_opts, v3_opts)
+    # Version 1 files name plugins by short id ([plugins.cri]); version 2 and 3 by full id.
+    if cfg.version >= 3:
+        native, others = v3_opts, (v2_opts, v1_opts)
+    elif cfg.version == 2:
+        native, others = v2_opts, (v3_opts, v1_opts)
+    else:
+        native, others = v1_opts, (v2_opts, v3_opts)
     if isinstance(native, dict) and "SystemdCgroup" in native:
         cfg.systemd_cgroup = bool(native["SystemdCgroup"])
-    elif isinstance(other, dict) and "SystemdCgroup" in other:
+    elif any(isinstance(o, dict) and "SystemdCgroup" in o for o in others):
         cfg.systemd_cgroup_misplaced = True
     if cfg.version >= 3:
         cfg.sandbox_image = _dig(plugins, _CRI_V3_IMAGES, "pinned_images", "sandbox")
-    else:
+    elif cfg.version == 2:
         cfg.sandbox_image = _dig(plugins, _CRI_V2, "sandbox_image")
+    else:
+        cfg.sandbox_image = _dig(plugins, "cri", "sandbox_image")
     return cfg
 
 
@@ -485,6 +502,10 @@ def parse_nvidia_smi(text: str | None) -> tuple[bool | None, str | None, dict[st
             domain, rest = bus.split(":", 1)
             addr = f"{int(domain, 16):04x}:{rest}"
             gpus[addr] = {"name": cols[2], "driver_version": cols[3]}
+            # pci.device_id is "0x233010DE": device id, then vendor id
+            if len(cols) >= 7 and re.fullmatch(r"0x[0-9a-fA-F]{8}", cols[6]):
+                gpus[addr]["device_id"] = "0x" + cols[6][2:6].lower()
+                gpus[addr]["vendor_id"] = "0x" + cols[6][6:10].lower()
         else:
             errors.append(line.strip())
     ok = rc == 0 and bool(gpus)
@@ -623,6 +644,13 @@ def parse_probe(text: str) -> Facts:
             if cls.startswith("0x0680"):     # NVSwitch shows up as a bridge
                 f.nvswitch_count += 1
             f.nvidia_other_functions.append(gpu)
+    if not devices:
+        # No readable PCI tree (containers, gVisor): trust the driver's own list of GPUs.
+        for addr, g in sorted(smi_gpus.items()):
+            if g.get("vendor_id", NVIDIA_VENDOR) == NVIDIA_VENDOR:
+                f.gpus.append(GPU(pci_address=addr, vendor_id=NVIDIA_VENDOR,
+                                  device_id=g.get("device_id", ""), name=g.get("name"),
+                                  driver="nvidia"))
     f.nvidia_driver_version = (
         parse_nvidia_version(sec.get("nvidia_version"))
         or next((g["driver_version"] for g in smi_gpus.values() if g.get("driver_version")), None)

@@ -7,6 +7,7 @@ ep=$1
 s() { printf '\n@@gpuk8s:%s\n' "$1"; }
 f() { [ -r "$1" ] && cat "$1" 2>/dev/null; return 0; }
 t() { if command -v timeout >/dev/null 2>&1; then timeout 15 "$@"; else "$@"; fi; }
+probe() {
 s probe; echo 1
 s uid; id -u
 s os_release; f /etc/os-release || f /usr/lib/os-release
@@ -38,11 +39,10 @@ for b in ip iptables mount nsenter ethtool socat tc conntrack touch ebtables mod
   p=$(command -v "$b" 2>/dev/null) && printf '%s=%s\n' "$b" "$p"
 done
 s services
-if command -v systemctl >/dev/null 2>&1; then
-  for u in containerd kubelet firewalld ufw chronyd chrony systemd-timesyncd ntpd ntp ntpsec docker unattended-upgrades dnf-automatic.timer dnf-automatic-install.timer; do
-    printf '%s=%s=%s\n' "$u" "$(systemctl is-active "$u" 2>/dev/null)" "$(systemctl is-enabled "$u" 2>/dev/null)"
-  done
-fi
+command -v systemctl >/dev/null 2>&1 && systemctl show -p Id,LoadState,ActiveState,UnitFileState \
+  containerd.service kubelet.service firewalld.service ufw.service chronyd.service chrony.service \
+  systemd-timesyncd.service ntpd.service ntp.service ntpsec.service docker.service \
+  unattended-upgrades.service dnf-automatic.timer dnf-automatic-install.timer 2>/dev/null
 s timedatectl; command -v timedatectl >/dev/null 2>&1 && t timedatectl show 2>/dev/null
 s ufw_conf; f /etc/ufw/ufw.conf
 s listen; f /proc/net/tcp; f /proc/net/tcp6
@@ -61,7 +61,7 @@ done
 s lspci; command -v lspci >/dev/null 2>&1 && lspci -Dnn -d 10de: 2>/dev/null
 s nvidia_smi
 if command -v nvidia-smi >/dev/null 2>&1; then
-  t nvidia-smi --query-gpu=index,pci.bus_id,name,driver_version,memory.total,mig.mode.current --format=csv,noheader 2>&1
+  t nvidia-smi --query-gpu=index,pci.bus_id,name,driver_version,memory.total,mig.mode.current,pci.device_id --format=csv,noheader 2>&1
   echo "rc=$?"
 fi
 s nvidia_version; f /proc/driver/nvidia/version; f /sys/module/nvidia/version
@@ -81,4 +81,8 @@ for p in /etc/kubernetes/admin.conf /etc/kubernetes/kubelet.conf /etc/kubernetes
 done
 s selinux; f /sys/fs/selinux/enforce
 s end
+}
+# Collect everything, then write it at once: one large SSH packet instead of hundreds of small ones.
+out=$(probe 2>/dev/null; echo x)
+printf '%s' "${out%x}"
 exit 0

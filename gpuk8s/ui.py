@@ -104,7 +104,8 @@ def render_preflight(report, console: Console | None = None) -> None:
                 for line in c.fix.splitlines():
                     body.append(f"         $ {line}\n", style="cyan")
         border = "red" if h.failed or h.error else "yellow"
-        console.print(Panel(body.rstrip() if hasattr(body, "rstrip") else body,
+        body.rstrip()
+        console.print(Panel(body,
                             title=f"{h.name} ({h.address})", title_align="left", border_style=border))
 
     console.print(summary_line(report))

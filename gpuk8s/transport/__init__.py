@@ -1,4 +1,4 @@
-"""Transports run commands on a host: `ssh` (paramiko) or `local` (subprocess)."""
+"""Transports run commands on a host: `ssh` (paramiko) or `local` (this machine)."""
 
 from __future__ import annotations
 

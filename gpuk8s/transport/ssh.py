@@ -11,6 +11,7 @@ import base64
 import errno
 import fcntl
 import hashlib
+import hmac
 import os
 import select
 import socket
@@ -22,6 +23,10 @@ import paramiko
 from gpuk8s.errors import TransportError
 from gpuk8s.shell import Cmd
 from gpuk8s.transport.base import Result, check_sudo, wrap_sudo
+
+# paramiko compares every packet's MAC in a Python byte loop; hmac.compare_digest is the same
+# constant-time comparison in C, and cuts the client's CPU per host substantially.
+paramiko.util.constant_time_bytes_eq = hmac.compare_digest
 
 # Appends to one known_hosts file from many host threads must not interleave.
 _KNOWN_HOSTS_LOCK = threading.Lock()

@@ -1,0 +1,641 @@
+"""Preflight checks: each failing condition, fleet comparisons, stable ids, docs coverage."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpuk8s import checks
+from gpuk8s.checks import CHECKS, CheckResult, is_gpu_host, run_checks
+from gpuk8s.facts import GPU, ContainerdConfig, Facts, OSInfo
+from gpuk8s.inventory import ClusterSpec, GPUSpec, HostSpec, Inventory, NetworkSpec, SSHSettings
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "checks.md"
+MANDATORY_IDS = ("os-supported", "cgroup-v2", "swap-off", "hostname-unique", "product-uuid-unique",
+                 "ip-forward", "containerd-systemd-cgroup", "nouveau-off", "secure-boot",
+                 "gpu-present")
+
+
+# --------------------------------------------------------------------------- builders
+
+def healthy_facts(**changes: Any) -> Facts:
+    """An Ubuntu 24.04 GPU control plane on which every check passes."""
+    f = Facts(
+        probe_version=1, uid=0,
+        os=OSInfo(id="ubuntu", version_id="24.04", pretty_name="Ubuntu 24.04.3 LTS",
+                  id_like=["debian"], version_codename="noble"),
+        kernel="6.8.0-79-generic", arch="x86_64", hostname="cp1",
+        cgroup_version=2, cgroup_fs="cgroup2fs", cpus=16, memory_mib=64000,
+        swap_enabled=False, macs={"eno1": "3c:ec:ef:00:00:01"},
+        addresses=["10.0.0.11/24"], routes=["10.0.0.0/24"], default_route=True,
+        product_uuid="4c4c4544-0031-3010-8000-b1c04f000001",
+        modules=["br_netfilter", "overlay"], overlay_available=True, br_netfilter_loaded=True,
+        sysctls={"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "1",
+                 "net.bridge.bridge-nf-call-ip6tables": "1"},
+        binaries={b: f"/usr/sbin/{b}" for b in checks.REQUIRED_BINARIES
+                  + checks.RECOMMENDED_BINARIES + ("apt-get",)},
+        services={"chrony": {"active": "active", "enabled": "enabled"},
+                  "firewalld": {"active": "inactive", "enabled": ""}},
+        time_synchronized=True, ntp_enabled=True, ufw_enabled=False,
+        listening_ports=[22, 53],
+        endpoint_addresses=["10.0.0.100"],
+        containerd_version="2.1.4",
+        containerd=ContainerdConfig(present=True, version=3, systemd_cgroup=True,
+                                    sandbox_image="registry.k8s.io/pause:3.10.1"),
+        kubeadm_version="1.36.2", kubelet_version="1.36.2", kubectl_version="1.36.2",
+        helm_version="3.19.0",
+        gpus=[GPU("0000:01:00.0", "0x10de", "0x27b8", "NVIDIA L4", "0x030200", None),
+              GPU("0000:02:00.0", "0x10de", "0x27b8", "NVIDIA L4", "0x030200", None)],
+        nvidia_smi_ok=None, nouveau_loaded=False, nouveau_blacklisted=True,
+        secure_boot=False, uefi=True, unattended_upgrades=False,
+    )
+    return dataclasses.replace(f, **changes)
+
+
+def worker_facts(n: int = 1, **changes: Any) -> Facts:
+    base = healthy_facts(hostname=f"gpu{n}", macs={"eno1": f"3c:ec:ef:00:01:0{n}"},
+                         addresses=[f"10.0.0.2{n}/24"], helm_version=None,
+                         product_uuid=f"4c4c4544-0031-3010-8000-b1c04f00010{n}")
+    return dataclasses.replace(base, **changes)
+
+
+def host(name: str = "cp1", roles: tuple[str, ...] = ("control-plane",), gpu: bool | None = None,
+         **kw: Any) -> HostSpec:
+    return HostSpec(name=name, address=f"{name}.lab", roles=roles, ssh=SSHSettings(), gpu=gpu, **kw)
+
+
+def inventory(hosts: tuple[HostSpec, ...] | None = None, *, driver: str = "auto",
+              encapsulation: str = "VXLANCrossSubnet", **cluster: Any) -> Inventory:
+    spec = dict(name="lab", kubernetes_version="1.36", control_plane_endpoint="k8s-api.lab:6443")
+    spec.update(cluster)
+    return Inventory(path="inventory.yaml", cluster=ClusterSpec(**spec),
+                     hosts=hosts or (host("cp1"), host("gpu1", ("worker",))),
+                     gpu=GPUSpec(driver=driver), network=NetworkSpec(encapsulation=encapsulation))
+
+
+def result(check_id: str, facts: Facts, *, h: HostSpec | None = None, inv: Inventory | None = None,
+           fleet: dict[str, Facts] | None = None) -> CheckResult:
+    h = h or host("cp1")
+    inv = inv or inventory()
+    fleet = fleet if fleet is not None else {h.name: facts}
+    by_id = {r.id: r for r in run_checks(inv, h, facts, fleet)}
+    return by_id[check_id]
+
+
+# --------------------------------------------------------------------------- baseline
+
+def test_healthy_control_plane_passes_everything():
+    results = run_checks(inventory(), host("cp1"), healthy_facts(), {"cp1": healthy_facts()})
+    bad = [r for r in results if r.status != "pass"]
+    assert bad == []
+    assert all(r.fix is None for r in results)
+
+
+def test_healthy_worker_skips_only_helm():
+    inv = inventory()
+    results = run_checks(inv, inv.host("gpu1"), worker_facts(), {"gpu1": worker_facts()})
+    statuses = {r.id: r.status for r in results}
+    assert statuses.pop("helm") == "skip"
+    assert set(statuses.values()) == {"pass"}
+
+
+def test_ids_stable_and_complete():
+    ids = [c.id for c in CHECKS]
+    assert len(ids) == len(set(ids))
+    for i in MANDATORY_IDS:
+        assert i in ids
+    for i in ids:
+        assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", i), i
+    cpu_only = healthy_facts(gpus=[])
+    for facts, h in ((healthy_facts(), host("cp1")), (cpu_only, host("cp1", gpu=False)),
+                     (worker_facts(), host("gpu1", ("worker",)))):
+        got = [r.id for r in run_checks(inventory(), h, facts, {h.name: facts})]
+        assert got == ids
+
+
+def test_checks_entries_are_id_title_why():
+    for entry in CHECKS:
+        check_id, title, why = entry
+        assert check_id and title and why.strip()
+
+
+def test_to_dict_is_json_ready():
+    r = result("swap-off", healthy_facts(swap_enabled=True, swap_devices=["/swap.img"]))
+    d = r.to_dict()
+    assert d["id"] == "swap-off" and d["status"] == "fail"
+    assert d["fix"] and d["message"]
+    assert set(d) == {"id", "status", "message", "fix"}
+
+
+def test_invalid_status_rejected():
+    with pytest.raises(ValueError):
+        CheckResult("x", "ok", "m")
+
+
+def test_overall_status():
+    p, w, f, s = (CheckResult("a", st, "m") for st in ("pass", "warn", "fail", "skip"))
+    assert checks.overall_status([p, s]) == "pass"
+    assert checks.overall_status([p, w, s]) == "warn"
+    assert checks.overall_status([w, f]) == "fail"
+
+
+def test_docs_cover_every_check():
+    text = DOCS.read_text(encoding="utf-8")
+    headings = re.findall(r"^#+ .*`([a-z0-9-]+)`", text, re.M)
+    for info in CHECKS:
+        assert info.id in headings, f"docs/checks.md has no section for `{info.id}`"
+    assert set(headings) <= {c.id for c in CHECKS}, "docs/checks.md documents unknown ids"
+
+
+# --------------------------------------------------------------------------- failing conditions
+
+K = dict  # shorthand for the kwargs of result()
+
+
+def _cfg(**kw: Any) -> ContainerdConfig:
+    return dataclasses.replace(healthy_facts().containerd, **kw)
+
+
+CASES: list[tuple[str, str, str, dict]] = [
+    # (check id, expected status, message fragment, result() kwargs)
+    ("privileged-access", "fail", "uid 1000", K(facts=healthy_facts(uid=1000))),
+    ("privileged-access", "warn", "uid", K(facts=healthy_facts(uid=None))),
+    ("os-supported", "fail", "end of life",
+     K(facts=healthy_facts(os=OSInfo(id="centos", version_id="7", pretty_name="CentOS Linux 7 (Core)",
+                                     id_like=["rhel", "fedora"])))),
+    ("os-supported", "fail", "Amazon Linux",
+     K(facts=healthy_facts(os=OSInfo(id="amzn", version_id="2023", pretty_name="Amazon Linux 2023")))),
+    ("os-supported", "fail", "refuses cgroup v1",
+     K(facts=healthy_facts(os=OSInfo(id="rocky", version_id="8.10", pretty_name="Rocky Linux 8.10",
+                                     id_like=["rhel", "centos", "fedora"])))),
+    ("os-supported", "warn", "still tolerates",
+     K(facts=healthy_facts(os=OSInfo(id="rhel", version_id="8.10", id_like=["fedora"])),
+       inv=inventory(kubernetes_version="1.34"))),
+    ("os-supported", "warn", "best effort",
+     K(facts=healthy_facts(os=OSInfo(id="debian", version_id="12", pretty_name="Debian GNU/Linux 12")))),
+    ("os-supported", "warn", "derivative of ubuntu",
+     K(facts=healthy_facts(os=OSInfo(id="pop", version_id="22.04", pretty_name="Pop!_OS 22.04 LTS",
+                                     id_like=["ubuntu", "debian"])))),
+    ("os-supported", "warn", "no VERSION_ID",
+     K(facts=healthy_facts(os=OSInfo(id="debian", pretty_name="Debian GNU/Linux trixie/sid")))),
+    ("os-supported", "warn", "development release",
+     K(facts=healthy_facts(os=OSInfo(id="ubuntu", version_id="26.04",
+                                     pretty_name="Ubuntu Resolute Raccoon (development branch)")))),
+    ("os-supported", "fail", "not supported",
+     K(facts=healthy_facts(os=OSInfo(id="ubuntu", version_id="20.04", pretty_name="Ubuntu 20.04.6 LTS")))),
+    ("os-supported", "fail", "not supported by gpuk8s",
+     K(facts=healthy_facts(os=OSInfo(id="arch", pretty_name="Arch Linux")))),
+    ("os-supported", "fail", "os-release", K(facts=healthy_facts(os=OSInfo()))),
+    ("kernel-version", "fail", "4.18",
+     K(facts=healthy_facts(kernel="4.18.0-553.el8_10.x86_64"))),
+    ("kernel-version", "warn", "5.8", K(facts=healthy_facts(kernel="5.4.0-200-generic"))),
+    ("cgroup-v2", "fail", "cgroup v1", K(facts=healthy_facts(cgroup_version=1, cgroup_fs="tmpfs"))),
+    ("cgroup-v2", "warn", "1.35+",
+     K(facts=healthy_facts(cgroup_version=1, cgroup_fs="tmpfs"), inv=inventory(kubernetes_version="1.34"))),
+    ("cgroup-v2", "fail", "kubernetes_version 1.29 is not supported",
+     K(facts=healthy_facts(cgroup_version=1, cgroup_fs="tmpfs"), inv=inventory(kubernetes_version="1.29"))),
+    ("cpu-memory", "fail", "2 CPUs", K(facts=healthy_facts(cpus=1))),
+    ("cpu-memory", "fail", "1700 MiB", K(facts=healthy_facts(memory_mib=1500))),
+    ("cpu-memory", "warn", "below", K(facts=worker_facts(cpus=1), h=host("gpu1", ("worker",)))),
+    ("swap-off", "fail", "active on /swap.img",
+     K(facts=healthy_facts(swap_enabled=True, swap_devices=["/swap.img"]))),
+    ("swap-off", "fail", "after reboot",
+     K(facts=healthy_facts(swap_fstab_entries=["/swap.img none swap sw 0 0"]))),
+    ("swap-off", "fail", "dev-sda3.swap", K(facts=healthy_facts(swap_units=["dev-sda3.swap"]))),
+    ("hostname-valid", "fail", "DNS-1123", K(facts=healthy_facts(hostname="gpu_node_1"))),
+    ("hostname-valid", "warn", "uppercase", K(facts=healthy_facts(hostname="CP1"))),
+    ("hostname-valid", "warn", "differs from the inventory name",
+     K(facts=healthy_facts(hostname="localhost.localdomain"))),
+    ("product-uuid-unique", "warn", "needs root", K(facts=healthy_facts(product_uuid=None))),
+    ("product-uuid-unique", "warn", "placeholder",
+     K(facts=healthy_facts(product_uuid="03000200-0400-0500-0006-000700080009"))),
+    ("kernel-modules", "warn", "br_netfilter", K(facts=healthy_facts(br_netfilter_loaded=False))),
+    ("kernel-modules", "warn", "overlay", K(facts=healthy_facts(overlay_available=False))),
+    ("ip-forward", "fail", "net.ipv4.ip_forward = 0",
+     K(facts=healthy_facts(sysctls={"net.ipv4.ip_forward": "0"}))),
+    ("bridge-netfilter", "warn", "br_netfilter not loaded",
+     K(facts=healthy_facts(sysctls={"net.ipv4.ip_forward": "1"}))),
+    ("bridge-netfilter", "warn", "bridge-nf-call-iptables = 0",
+     K(facts=healthy_facts(sysctls={"net.ipv4.ip_forward": "1",
+                                    "net.bridge.bridge-nf-call-iptables": "0",
+                                    "net.bridge.bridge-nf-call-ip6tables": "1"}))),
+    ("required-binaries", "fail", "nsenter",
+     K(facts=healthy_facts(binaries={"ip": "/usr/sbin/ip", "iptables": "/usr/sbin/iptables",
+                                     "mount": "/usr/bin/mount"}))),
+    ("required-binaries", "warn", "socat",
+     K(facts=healthy_facts(binaries={b: "/x" for b in checks.REQUIRED_BINARIES}))),
+    ("time-sync", "fail", "no NTP service",
+     K(facts=healthy_facts(time_synchronized=False, ntp_enabled=False, services={}))),
+    ("time-sync", "warn", "not synchronized yet",
+     K(facts=healthy_facts(time_synchronized=False, ntp_enabled=True))),
+    ("time-sync", "warn", "could not determine",
+     K(facts=healthy_facts(time_synchronized=None, ntp_enabled=None, services={}))),
+    ("ports-free", "fail", "6443 (kube-apiserver)", K(facts=healthy_facts(listening_ports=[22, 6443]))),
+    ("ports-free", "fail", "10250 (kubelet)",
+     K(facts=worker_facts(listening_ports=[10250]), h=host("gpu1", ("worker",)))),
+    ("firewall", "warn", "firewalld is active",
+     K(facts=healthy_facts(services={"firewalld": {"active": "active", "enabled": "enabled"},
+                                     "chronyd": {"active": "active", "enabled": "enabled"}}))),
+    ("firewall", "warn", "ufw is enabled", K(facts=healthy_facts(ufw_enabled=True))),
+    ("cidr-overlap", "fail", "host address 10.244.3.7/16",
+     K(facts=healthy_facts(addresses=["10.244.3.7/16"]))),
+    ("cidr-overlap", "fail", "route 192.168.10.0/24",
+     K(facts=healthy_facts(routes=["10.0.0.0/24", "192.168.10.0/24"]),
+       inv=inventory(pod_cidr="192.168.0.0/16"))),
+    ("cidr-overlap", "fail", "overlaps service_cidr",
+     K(facts=healthy_facts(), inv=inventory(pod_cidr="10.96.0.0/16"))),
+    ("cidr-overlap", "fail", "not a valid CIDR",
+     K(facts=healthy_facts(), inv=inventory(pod_cidr="10.244.0.0/33"))),
+    ("node-ip", "fail", "not an address of cp1",
+     K(facts=healthy_facts(), h=host("cp1", node_ip="10.1.0.11"))),
+    ("node-ip", "warn", "2 IPv4 addresses",
+     K(facts=healthy_facts(addresses=["10.0.0.11/24", "10.1.0.11/24", "172.17.0.1/16"]))),
+    ("endpoint-resolves", "fail", "does not resolve", K(facts=healthy_facts(endpoint_addresses=[]))),
+    ("endpoint-resolves", "fail", "loopback",
+     K(facts=worker_facts(endpoint_addresses=["127.0.1.1"]), h=host("gpu1", ("worker",)))),
+    ("containerd-version", "fail", "needs containerd >= 2.0",
+     K(facts=healthy_facts(containerd_version="1.7.27",
+                           containerd=_cfg(version=2)))),
+    ("containerd-version", "fail", "end of life",
+     K(facts=healthy_facts(containerd_version="1.6.33"), inv=inventory(kubernetes_version="1.34"))),
+    ("containerd-version", "fail", "kubernetes_version 1.30 is not supported",
+     K(facts=healthy_facts(), inv=inventory(kubernetes_version="1.30"))),
+    ("containerd-version", "warn", "gpuk8s up installs",
+     K(facts=healthy_facts(containerd_version=None, containerd=ContainerdConfig()))),
+    ("containerd-cri-enabled", "fail", "disables the CRI plugin",
+     K(facts=healthy_facts(containerd=_cfg(cri_disabled=True, systemd_cgroup=None)))),
+    ("containerd-cri-enabled", "fail", "not valid TOML",
+     K(facts=healthy_facts(containerd=ContainerdConfig(present=True, parse_error="bad key")))),
+    ("containerd-systemd-cgroup", "fail", "io.containerd.cri.v1.runtime",
+     K(facts=healthy_facts(containerd=_cfg(systemd_cgroup=None, systemd_cgroup_misplaced=True)))),
+    ("containerd-systemd-cgroup", "fail", "SystemdCgroup is false",
+     K(facts=healthy_facts(containerd=_cfg(systemd_cgroup=False)))),
+    ("containerd-systemd-cgroup", "fail", "not set",
+     K(facts=healthy_facts(containerd=_cfg(systemd_cgroup=None)))),
+    ("containerd-systemd-cgroup", "warn", "will generate",
+     K(facts=healthy_facts(containerd=ContainerdConfig()))),
+    ("containerd-config-version", "warn", "not native",
+     K(facts=healthy_facts(containerd=_cfg(version=2)))),
+    ("containerd-config-version", "fail", "cannot be read",
+     K(facts=healthy_facts(containerd_version="1.7.27", containerd=_cfg(version=3)),
+       inv=inventory(kubernetes_version="1.35"))),
+    ("containerd-config-version", "fail", "removed in containerd 2.0",
+     K(facts=healthy_facts(containerd=_cfg(version=1)))),
+    ("containerd-sandbox-image", "warn", "differs",
+     K(facts=healthy_facts(containerd=_cfg(sandbox_image="registry.k8s.io/pause:3.8")))),
+    ("kube-tools-version", "fail", "kubeadm 1.35.6 is not Kubernetes 1.36",
+     K(facts=healthy_facts(kubeadm_version="1.35.6"))),
+    ("kube-tools-version", "fail", "newer than kubeadm",
+     K(facts=healthy_facts(kubeadm_version="1.36.1", kubelet_version="1.36.2"))),
+    ("kube-tools-version", "warn", "more than one minor",
+     K(facts=healthy_facts(kubectl_version="1.33.1"))),
+    ("kube-tools-version", "warn", "patch versions differ",
+     K(facts=healthy_facts(kubectl_version="1.36.1"))),
+    ("kube-tools-version", "warn", "not installed",
+     K(facts=healthy_facts(kubeadm_version=None, kubelet_version=None, kubectl_version=None))),
+    ("helm", "fail", "older than 3.12", K(facts=healthy_facts(helm_version="3.8.2"))),
+    ("helm", "warn", "not installed", K(facts=healthy_facts(helm_version=None))),
+    ("cni-config-clean", "warn", "10-flannel.conflist",
+     K(facts=healthy_facts(cni_configs=["10-flannel.conflist"]))),
+    ("cni-config-clean", "warn", "earlier cluster",
+     K(facts=healthy_facts(cni_configs=["10-calico.conflist", "calico-kubeconfig"]))),
+    ("gpu-present", "fail", "gpu: true",
+     K(facts=healthy_facts(gpus=[]), h=host("cp1", gpu=True))),
+    ("gpu-present", "warn", "vfio-pci",
+     K(facts=healthy_facts(gpus=[GPU("0000:01:00.0", "0x10de", "0x27b8", "L4", "0x030200",
+                                     "vfio-pci")]))),
+    ("nouveau-off", "fail", "nouveau module is loaded",
+     K(facts=healthy_facts(nouveau_loaded=True, nouveau_blacklisted=False))),
+    ("nouveau-off", "warn", "not blacklisted", K(facts=healthy_facts(nouveau_blacklisted=False))),
+    ("secure-boot", "fail", "unsigned", K(facts=healthy_facts(secure_boot=True))),
+    ("secure-boot", "warn", "unknown", K(facts=healthy_facts(secure_boot=None))),
+    ("nvidia-driver", "warn", "nvidia-smi fails",
+     K(facts=healthy_facts(nvidia_driver_version="595.91.07", modules=["nvidia", "overlay"],
+                           nvidia_smi_ok=False, nvidia_smi_error="Failed to initialize NVML"))),
+    ("nvidia-driver", "fail", "gpu.driver is container",
+     K(facts=healthy_facts(nvidia_driver_version="595.91.07", nvidia_smi_ok=True),
+       inv=inventory(driver="container"))),
+    ("nvidia-driver", "fail", "gpu.driver is host", K(facts=healthy_facts(), inv=inventory(driver="host"))),
+    ("unattended-upgrades", "warn", "unattended-upgrades is on",
+     K(facts=healthy_facts(unattended_upgrades=True))),
+    ("unattended-upgrades", "warn", "dnf-automatic",
+     K(facts=healthy_facts(unattended_upgrades=True,
+                           services={"dnf-automatic.timer": {"active": "active",
+                                                             "enabled": "enabled"}}))),
+]
+
+
+@pytest.mark.parametrize("check_id,status,fragment,kwargs", CASES,
+                         ids=[f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(CASES)])
+def test_failing_condition(check_id, status, fragment, kwargs):
+    r = result(check_id, **kwargs)
+    assert r.id == check_id
+    assert r.status == status, r
+    assert fragment.lower() in r.message.lower(), r.message
+    if status == "fail":
+        assert r.fix and r.fix.strip(), r
+    else:
+        assert r.fix is None or r.fix.strip()
+
+
+def test_every_check_has_a_failing_case():
+    covered = {c[0] for c in CASES}
+    allowed_without = {"mac-unique", "hostname-unique", "gpu-os-consistent"}  # fleet tests below
+    assert {c.id for c in CHECKS} - covered <= allowed_without
+
+
+# --------------------------------------------------------------------------- specific fixes
+
+def test_swap_fix_has_all_three_commands():
+    r = result("swap-off", healthy_facts(swap_enabled=True, swap_devices=["/swap.img"],
+                                         swap_fstab_entries=["/swap.img none swap sw 0 0"],
+                                         swap_units=["dev-sdb2.swap"]))
+    assert r.fix.splitlines() == ["swapoff -a", "sed -i '/\\sswap\\s/s/^/#/' /etc/fstab",
+                                  "systemctl mask dev-sdb2.swap"]
+    assert "/swap.img" in r.message and "fstab" in r.message
+
+
+def test_nouveau_fix_is_os_family_aware():
+    deb = result("nouveau-off", healthy_facts(nouveau_loaded=True))
+    assert "update-initramfs -u" in deb.fix and "dracut" not in deb.fix
+    assert "blacklist nouveau" in deb.fix and deb.fix.endswith("reboot")
+    rocky = OSInfo(id="rocky", version_id="9.4", id_like=["rhel", "centos", "fedora"])
+    rpm = result("nouveau-off", healthy_facts(os=rocky, nouveau_loaded=True))
+    assert "dracut -f" in rpm.fix and "update-initramfs" not in rpm.fix
+
+
+def test_required_binaries_fix_uses_package_manager():
+    deb = result("required-binaries", healthy_facts(binaries={"ip": "/x", "iptables": "/x",
+                                                              "mount": "/x"}))
+    assert deb.fix.startswith("apt-get update && apt-get install -y util-linux")
+    rocky = OSInfo(id="rocky", version_id="9.4", id_like=["rhel", "centos", "fedora"])
+    rpm = result("required-binaries", healthy_facts(os=rocky, binaries={"ip": "/x", "dnf": "/x"}))
+    assert rpm.fix.startswith("dnf install -y iptables-nft util-linux")
+    assert "iproute-tc" in rpm.fix and "conntrack-tools" in rpm.fix
+
+
+def test_cgroup_fix_per_family():
+    deb = result("cgroup-v2", healthy_facts(cgroup_version=1, cgroup_fs="tmpfs"))
+    assert "systemd.unified_cgroup_hierarchy=1" in deb.fix and "update-grub" in deb.fix
+    rocky = OSInfo(id="rocky", version_id="9.4", id_like=["rhel"])
+    rpm = result("cgroup-v2", healthy_facts(os=rocky, cgroup_version=1, cgroup_fs="tmpfs"))
+    assert 'grubby --update-kernel=ALL --args="systemd.unified_cgroup_hierarchy=1"' in rpm.fix
+
+
+def test_ip_forward_fix_writes_sysctl_d():
+    r = result("ip-forward", healthy_facts(sysctls={}))
+    assert r.status == "fail" and "unreadable" in r.message
+    assert "/etc/sysctl.d/k8s.conf" in r.fix and "sysctl --system" in r.fix
+
+
+def test_ip_forward_ipv6_cluster_needs_ipv6_forwarding():
+    inv = inventory(pod_cidr="fd00:10:244::/56", service_cidr="fd00:10:96::/112")
+    r = result("ip-forward", healthy_facts(), inv=inv)
+    assert r.status == "fail" and "net.ipv6.conf.all.forwarding" in r.message
+
+
+def test_systemd_cgroup_misplaced_names_right_table_per_version():
+    v2 = result("containerd-systemd-cgroup", healthy_facts(
+        containerd_version="1.7.27",
+        containerd=_cfg(version=2, systemd_cgroup=None, systemd_cgroup_misplaced=True)),
+        inv=inventory(kubernetes_version="1.35"))
+    assert v2.status == "fail"
+    assert 'belongs in [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]' \
+        in v2.message
+    v3 = result("containerd-systemd-cgroup", healthy_facts(
+        containerd=_cfg(systemd_cgroup=None, systemd_cgroup_misplaced=True)))
+    assert "belongs in [plugins.'io.containerd.cri.v1.runtime'" in v3.message
+    assert "containerd config dump" in v3.fix
+
+
+def test_containerd_17_on_135_passes():
+    facts = healthy_facts(containerd_version="1.7.27", containerd=_cfg(
+        version=2, sandbox_image="registry.k8s.io/pause:3.10.1"),
+        kubeadm_version="1.35.6", kubelet_version="1.35.6", kubectl_version="1.35.6")
+    inv = inventory(kubernetes_version="1.35")
+    for cid in ("containerd-version", "containerd-config-version", "kube-tools-version"):
+        assert result(cid, facts, inv=inv).status == "pass", cid
+
+
+def test_kube_tools_fix_pins_patch_and_minor_repo():
+    r = result("kube-tools-version", healthy_facts(kubeadm_version="1.35.6"),
+               inv=inventory(kubernetes_version="1.36.2"))
+    assert "kubeadm=1.36.2-1.1" in r.fix and "/v1.36/" in r.fix and "apt-mark hold" in r.fix
+
+
+def test_ports_free_skips_existing_node():
+    facts = healthy_facts(listening_ports=[6443, 10250, 2379],
+                          kubernetes_files=["/etc/kubernetes/admin.conf",
+                                            "/etc/kubernetes/kubelet.conf"])
+    r = result("ports-free", facts)
+    assert r.status == "skip" and "already a Kubernetes node" in r.message
+
+
+def test_ports_busy_with_leftovers_suggests_reset():
+    facts = healthy_facts(listening_ports=[2379],
+                          kubernetes_files=["/etc/kubernetes/manifests/kube-apiserver.yaml"])
+    r = result("ports-free", facts)
+    assert r.status == "fail" and r.fix.startswith("kubeadm reset -f")
+
+
+def test_cidr_overlap_ignores_own_pod_routes_on_existing_node():
+    facts = healthy_facts(routes=["10.0.0.0/24", "10.244.12.0/26"],
+                          addresses=["10.0.0.11/24", "10.244.12.1/32"],
+                          kubernetes_files=["/etc/kubernetes/kubelet.conf"])
+    assert result("cidr-overlap", facts).status == "pass"
+    fresh = dataclasses.replace(facts, kubernetes_files=[])
+    r = result("cidr-overlap", fresh)
+    assert r.status == "fail" and "route 10.244.12.0/26" in r.message
+
+
+def test_cidr_overlap_suggests_free_range():
+    r = result("cidr-overlap", healthy_facts(addresses=["10.244.3.7/16"]))
+    assert "cluster.pod_cidr: 172.20.0.0/16" in r.fix
+
+
+def test_firewall_fix_opens_role_ports_and_calico():
+    facts = healthy_facts(services={"firewalld": {"active": "active", "enabled": "enabled"}})
+    r = result("firewall", facts)
+    assert r.fix.startswith("systemctl disable --now firewalld")
+    for port in ("6443/tcp", "2379-2380/tcp", "10250/tcp", "179/tcp", "4789/udp", "5473/tcp"):
+        assert f"--add-port={port}" in r.fix
+    assert "--add-source=10.244.0.0/16" in r.fix
+    w = result("firewall", worker_facts(ufw_enabled=True), h=host("gpu1", ("worker",)))
+    assert "ufw disable" in w.fix and "6443" not in w.fix and "30000:32767/tcp" in w.fix
+
+
+def test_node_ip_present_passes():
+    r = result("node-ip", healthy_facts(addresses=["10.0.0.11/24", "10.1.0.11/24"]),
+               h=host("cp1", node_ip="10.1.0.11"))
+    assert r.status == "pass" and "10.1.0.11/24" in r.message
+
+
+def test_endpoint_checks():
+    assert result("endpoint-resolves", healthy_facts(),
+                  inv=inventory(control_plane_endpoint="10.0.0.100:6443")).status == "pass"
+    assert result("endpoint-resolves", healthy_facts(endpoint_addresses=None)).status == "skip"
+    assert result("endpoint-resolves", healthy_facts(),
+                  inv=inventory(control_plane_endpoint=None)).status == "skip"
+    r = result("endpoint-resolves", healthy_facts(endpoint_addresses=[]))
+    assert "/etc/hosts" in r.fix and "k8s-api.lab" in r.fix
+
+
+def test_endpoint_resolving_differently_across_fleet_warns():
+    cp, w = healthy_facts(), worker_facts(endpoint_addresses=["10.9.9.9"])
+    r = result("endpoint-resolves", cp, fleet={"cp1": cp, "gpu1": w})
+    assert r.status == "warn" and "gpu1" in r.message
+
+
+def test_unsupported_kubernetes_version_reported_by_version_checks():
+    inv = inventory(kubernetes_version="1.29")
+    by_id = {r.id: r for r in run_checks(inv, host("cp1"), healthy_facts(),
+                                         {"cp1": healthy_facts()})}
+    for cid in ("containerd-version", "kube-tools-version", "containerd-sandbox-image"):
+        assert by_id[cid].status == "fail"
+        assert "kubernetes_version 1.29 is not supported" in by_id[cid].message
+    assert by_id["cgroup-v2"].status == "pass"
+
+
+# --------------------------------------------------------------------------- GPU specifics
+
+def test_gpu_present_message_counts_models():
+    r = result("gpu-present", healthy_facts())
+    assert r.status == "pass" and r.message == "2 x NVIDIA L4 (0x27b8)"
+
+
+def test_gpu_present_nvswitch_mentions_fabric_manager():
+    r = result("gpu-present", healthy_facts(nvswitch_count=4))
+    assert "4 NVSwitch" in r.message and "Fabric Manager" in r.message
+
+
+def test_gpu_checks_skip_on_cpu_hosts():
+    cpu = healthy_facts(gpus=[], nouveau_loaded=True, secure_boot=True)
+    for h in (host("cp1"), host("cp1", gpu=False)):
+        by_id = {r.id: r for r in run_checks(inventory(), h, cpu, {"cp1": cpu})}
+        for cid in ("gpu-present", "nouveau-off", "secure-boot", "nvidia-driver",
+                    "gpu-os-consistent", "unattended-upgrades"):
+            assert by_id[cid].status == "skip", (h.gpu, cid)
+            assert by_id[cid].message
+
+
+def test_gpu_false_overrides_detected_gpus():
+    r = result("gpu-present", healthy_facts(), h=host("cp1", gpu=False))
+    assert r.status == "skip" and "2 NVIDIA GPU(s) found will not be used" in r.message
+
+
+def test_is_gpu_host():
+    assert is_gpu_host(host(gpu=True), healthy_facts(gpus=[])) is True
+    assert is_gpu_host(host(gpu=False), healthy_facts()) is False
+    assert is_gpu_host(host(gpu=None), healthy_facts()) is True
+    assert is_gpu_host(host(gpu=None), healthy_facts(gpus=[])) is False
+
+
+def test_host_driver_detected():
+    facts = healthy_facts(nvidia_driver_version="595.91.07", modules=["nvidia", "overlay"],
+                          nvidia_smi_ok=True)
+    r = result("nvidia-driver", facts)
+    assert r.status == "pass"
+    assert r.message == "host driver 595.91.07: GPU Operator will use driver.enabled=false"
+
+
+def test_nvidia_smi_without_driver_means_driver_container():
+    facts = healthy_facts(nvidia_smi_ok=False, nvidia_smi_error="NVIDIA-SMI has failed because "
+                          "it couldn't communicate with the NVIDIA driver.")
+    r = result("nvidia-driver", facts)
+    assert r.status == "pass" and "driver container" in r.message
+
+
+def test_secure_boot_with_host_driver_passes():
+    facts = healthy_facts(secure_boot=True, nvidia_driver_version="580.82.07", nvidia_smi_ok=True)
+    r = result("secure-boot", facts)
+    assert r.status == "pass" and "580.82.07" in r.message
+
+
+def test_secure_boot_fail_fix_mentions_mokutil_and_signed_driver():
+    r = result("secure-boot", healthy_facts(secure_boot=True))
+    assert "mokutil --disable-validation" in r.fix and "gpu.driver: host" in r.fix
+
+
+def test_secure_boot_legacy_bios_passes():
+    r = result("secure-boot", healthy_facts(secure_boot=False, uefi=False))
+    assert r.status == "pass" and "legacy BIOS" in r.message
+
+
+# --------------------------------------------------------------------------- fleet checks
+
+def _two_workers(**second: Any) -> tuple[Inventory, dict[str, Facts]]:
+    inv = inventory((host("cp1", gpu=False), host("gpu1", ("worker",)),
+                     host("gpu2", ("worker",))))
+    fleet = {"cp1": healthy_facts(gpus=[], product_uuid="11111111-2222-3333-4444-555555555555",
+                                  macs={"eno1": "aa:aa:aa:aa:aa:aa"}),
+             "gpu1": worker_facts(1), "gpu2": worker_facts(2, **second)}
+    return inv, fleet
+
+
+def test_duplicate_product_uuid_fails_on_both_naming_the_other():
+    inv, fleet = _two_workers(product_uuid=worker_facts(1).product_uuid)
+    for me, other in (("gpu1", "gpu2"), ("gpu2", "gpu1")):
+        r = result("product-uuid-unique", fleet[me], h=inv.host(me), inv=inv, fleet=fleet)
+        assert r.status == "fail" and other in r.message and "cp1" not in r.message
+        assert r.fix
+    ok = result("product-uuid-unique", fleet["cp1"], h=inv.host("cp1"), inv=inv, fleet=fleet)
+    assert ok.status == "pass" and "3 reachable hosts" in ok.message
+
+
+def test_duplicate_mac_fails_naming_host_and_interface():
+    inv, fleet = _two_workers(macs={"ens1f0": worker_facts(1).macs["eno1"]})
+    r = result("mac-unique", fleet["gpu1"], h=inv.host("gpu1"), inv=inv, fleet=fleet)
+    assert r.status == "fail" and "gpu2 (ens1f0)" in r.message and r.fix
+    r2 = result("mac-unique", fleet["gpu2"], h=inv.host("gpu2"), inv=inv, fleet=fleet)
+    assert r2.status == "fail" and "gpu1 (eno1)" in r2.message
+
+
+def test_duplicate_hostname_fails_case_insensitively():
+    inv, fleet = _two_workers(hostname="GPU1")
+    r = result("hostname-unique", fleet["gpu1"], h=inv.host("gpu1"), inv=inv, fleet=fleet)
+    assert r.status == "fail" and "gpu2" in r.message
+    assert r.fix == "hostnamectl set-hostname gpu1"
+
+
+def test_gpu_os_mismatch_fails_naming_other():
+    rocky = OSInfo(id="rocky", version_id="9.4", id_like=["rhel"])
+    inv, fleet = _two_workers(os=rocky)
+    r = result("gpu-os-consistent", fleet["gpu1"], h=inv.host("gpu1"), inv=inv, fleet=fleet)
+    assert r.status == "fail" and "gpu2 (rocky 9.4)" in r.message and r.fix
+    ok = result("gpu-os-consistent", fleet["cp1"], h=inv.host("cp1"), inv=inv, fleet=fleet)
+    assert ok.status == "skip"   # cp1 is gpu: false
+
+
+def test_gpu_os_mismatch_ignored_with_host_driver():
+    rocky = OSInfo(id="rocky", version_id="9.4", id_like=["rhel"])
+    inv, fleet = _two_workers(os=rocky)
+    fleet["gpu1"] = dataclasses.replace(fleet["gpu1"], nvidia_driver_version="595.91.07",
+                                        nvidia_smi_ok=True)
+    r = result("gpu-os-consistent", fleet["gpu1"], h=inv.host("gpu1"), inv=inv, fleet=fleet)
+    assert r.status == "pass" and "host driver" in r.message
+
+
+def test_fleet_unique_values_pass():
+    inv, fleet = _two_workers()
+    for name in fleet:
+        by_id = {r.id: r for r in run_checks(inv, inv.host(name), fleet[name], fleet)}
+        for cid in ("hostname-unique", "product-uuid-unique", "mac-unique"):
+            assert by_id[cid].status == "pass", (name, by_id[cid])
+
+
+def test_helm_only_on_first_control_plane():
+    inv = inventory((host("cp1"), host("cp2"), host("gpu1", ("worker",))))
+    r = result("helm", healthy_facts(helm_version=None, hostname="cp2"), h=inv.host("cp2"), inv=inv)
+    assert r.status == "skip" and "cp1" in r.message
+
+
+def test_run_checks_is_pure():
+    facts = healthy_facts(swap_enabled=True, swap_devices=["/swap.img"])
+    before = dataclasses.asdict(facts)
+    first = run_checks(inventory(), host("cp1"), facts, {"cp1": facts})
+    second = run_checks(inventory(), host("cp1"), facts, {"cp1": facts})
+    assert first == second and dataclasses.asdict(facts) == before
