@@ -557,6 +557,12 @@ def check_hostname_unique(ctx: _Ctx) -> CheckResult:
 def check_product_uuid_unique(ctx: _Ctx) -> CheckResult:
     uuid = ctx.facts.product_uuid
     if not uuid:
+        if ctx.facts.uid == 0:
+            return CheckResult("product-uuid-unique", WARN,
+                               "/sys/class/dmi/id/product_uuid does not exist (no SMBIOS/DMI "
+                               "tables: a VM or micro-VM without them); uniqueness cannot be checked",
+                               "give the machine SMBIOS data (hypervisor setting), or check by hand "
+                               "that no two nodes are clones")
         return CheckResult("product-uuid-unique", WARN,
                            "could not read /sys/class/dmi/id/product_uuid (needs root)",
                            "sudo cat /sys/class/dmi/id/product_uuid")
@@ -1204,6 +1210,9 @@ def check_nouveau_off(ctx: _Ctx) -> CheckResult:
         return CheckResult("nouveau-off", FAIL,
                            "the nouveau module is loaded: the NVIDIA driver cannot bind the GPU",
                            f"{blacklist}\nreboot")
+    if not f.nouveau_blacklisted and any(g.driver == "nvidia" for g in f.gpus):
+        return CheckResult("nouveau-off", PASS,
+                           "nouveau is not loaded; the NVIDIA host driver is bound to the GPUs")
     if not f.nouveau_blacklisted:
         return CheckResult("nouveau-off", WARN,
                            "nouveau is not loaded but not blacklisted either: it may load on "

@@ -128,6 +128,7 @@ class Facts:
     nvidia_other_functions: list[GPU] = field(default_factory=list)  # audio, USB, NVSwitch...
     nvswitch_count: int = 0
     nvidia_driver_version: str | None = None
+    nvidia_kernel_module: str | None = None  # "open" | "proprietary" (GPU Operator kernelModuleType)
     nvidia_smi_ok: bool | None = None      # None: nvidia-smi not installed
     nvidia_smi_error: str | None = None
     nouveau_loaded: bool | None = None
@@ -566,16 +567,92 @@ def parse_secure_boot(text: str | None) -> tuple[bool | None, bool | None]:
 
 
 def parse_auto_upgrades(text: str | None, services: dict[str, dict[str, str]]) -> bool | None:
-    """Unattended upgrades on: APT::Periodic::Unattended-Upgrade "1", or dnf-automatic timers."""
+    """Unattended upgrades on: APT::Periodic::Unattended-Upgrade "1", or dnf-automatic timers.
+
+    The apt section holds `apt=yes` when /etc/apt exists, then `file:line` for every setting;
+    APT reads its configuration files in lexical order, so the last one wins.
+    """
     for unit in ("dnf-automatic.timer", "dnf-automatic-install.timer"):
         if services.get(unit, {}).get("enabled") == "enabled":
             return True
-    if text is None or not text.strip():
-        if services.get("unattended-upgrades", {}).get("enabled") == "enabled":
-            return None  # package present; periodic config missing means it does nothing
-        return False if services else None
-    m = re.search(r'APT::Periodic::Unattended-Upgrade\s+"?(\d+)"?', text)
-    return bool(m and int(m.group(1)) > 0)
+    settings = []
+    apt = False
+    for line in _lines(text):
+        if line.strip() == "apt=yes":
+            apt = True
+            continue
+        path, rest = line.split(":", 1) if line.startswith("/") else ("", line)
+        m = re.search(r'APT::Periodic::Unattended-Upgrade\s+"?(\d+)"?', rest)
+        if m:
+            settings.append((path, int(m.group(1))))
+    if settings:
+        return sorted(settings, key=lambda s: s[0])[-1][1] > 0
+    if apt:
+        return False  # without the periodic setting, apt never runs unattended-upgrade
+    if any(u in services for u in ("dnf-automatic.timer", "dnf-automatic-install.timer")):
+        return False
+    return None
+
+
+def parse_sys_net(text: str | None) -> dict[str, str]:
+    """`grep -H '' /sys/class/net/*/address` (hosts without iproute2) -> {iface: mac}."""
+    macs = {}
+    for line in _lines(text):
+        m = re.match(r"^/sys/class/net/([^/]+)/address:([0-9a-fA-F:]{17})$", line.strip())
+        if m and not _VIRTUAL_IFACE.match(m.group(1)) and m.group(2) != "00:00:00:00:00:00":
+            macs[m.group(1)] = m.group(2).lower()
+    return macs
+
+
+def _hex_ipv4(h: str) -> str:
+    return str(ipaddress.IPv4Address(int(h, 16).to_bytes(4, "little")))
+
+
+def parse_proc_route(text: str | None) -> tuple[list[str], bool]:
+    """/proc/net/route (hosts without iproute2) -> (destination prefixes, has default route)."""
+    dests, default = [], False
+    for line in _lines(text):
+        cols = line.split()
+        if len(cols) < 8 or cols[0] == "Iface":
+            continue
+        try:
+            net = ipaddress.ip_network(f"{_hex_ipv4(cols[1])}/{_hex_ipv4(cols[7])}", strict=False)
+        except ValueError:
+            continue
+        if net.prefixlen == 0:
+            default = True
+        else:
+            dests.append(str(net))
+    return dests, default
+
+
+def parse_fib_trie(text: str | None, routes: list[str]) -> list[str]:
+    """Local IPv4 addresses from /proc/net/fib_trie, with the prefix of the route they sit in."""
+    found: list[str] = []
+    prev = None
+    for line in (text or "").splitlines():
+        m = re.search(r"\|--\s+(\d+\.\d+\.\d+\.\d+)$", line)
+        if m:
+            prev = m.group(1)
+            continue
+        if prev and "/32 host LOCAL" in line:
+            addr = ipaddress.ip_address(prev)
+            if not addr.is_loopback:
+                nets = [ipaddress.ip_network(r) for r in routes if ":" not in r]
+                best = max((n for n in nets if addr in n), key=lambda n: n.prefixlen, default=None)
+                entry = f"{addr}/{best.prefixlen if best else 32}"
+                if entry not in found:
+                    found.append(entry)
+        prev = prev if "/32 host LOCAL" not in line else None
+    return found
+
+
+def parse_nvidia_module_type(text: str | None) -> str | None:
+    """'NVRM version: NVIDIA UNIX Open Kernel Module ...' -> 'open'; the proprietary one -> 'proprietary'."""
+    for line in _lines(text):
+        if line.startswith("NVRM version:"):
+            return "open" if "Open Kernel Module" in line else "proprietary"
+    return None
 
 
 # --------------------------------------------------------------------------- assembly
@@ -600,9 +677,14 @@ def parse_probe(text: str) -> Facts:
         f.swap_enabled = bool(f.swap_devices)
     f.swap_fstab_entries = parse_fstab_swap(sec.get("fstab"))
     f.swap_units = parse_swap_units(sec.get("swap_units"))
-    f.macs = parse_links(sec.get("links"))
-    f.addresses = parse_addrs(sec.get("addrs"))
-    f.routes, f.default_route = parse_routes(sec.get("routes"))
+    if "links" in sec or "sys_net" not in sec:
+        f.macs = parse_links(sec.get("links"))
+        f.addresses = parse_addrs(sec.get("addrs"))
+        f.routes, f.default_route = parse_routes(sec.get("routes"))
+    else:  # host without iproute2
+        f.macs = parse_sys_net(sec.get("sys_net"))
+        f.routes, f.default_route = parse_proc_route(sec.get("proc_route"))
+        f.addresses = parse_fib_trie(sec.get("fib_trie"), f.routes)
     uuid = (sec.get("product_uuid") or "").strip()
     f.product_uuid = uuid.lower() or None
     f.modules = parse_modules(sec.get("modules"))
@@ -655,6 +737,7 @@ def parse_probe(text: str) -> Facts:
         parse_nvidia_version(sec.get("nvidia_version"))
         or next((g["driver_version"] for g in smi_gpus.values() if g.get("driver_version")), None)
     )
+    f.nvidia_kernel_module = parse_nvidia_module_type(sec.get("nvidia_version"))
     f.nouveau_loaded = "nouveau" in f.modules or any(g.driver == "nouveau" for g in f.gpus)
     f.nouveau_blacklisted = parse_nouveau_blacklist(sec.get("modprobe_nouveau"), sec.get("cmdline"))
     f.secure_boot, f.uefi = parse_secure_boot(sec.get("secure_boot"))

@@ -23,9 +23,15 @@ s swap_units
 for u in /etc/systemd/system/*.swap /etc/systemd/system/*.wants/*.swap /run/systemd/system/*.swap /usr/lib/systemd/system/*.swap /lib/systemd/system/*.swap; do
   if [ -L "$u" ]; then printf '%s -> %s\n' "$u" "$(readlink "$u")"; elif [ -e "$u" ]; then printf '%s\n' "$u"; fi
 done
-s links; ip -o link show 2>/dev/null
-s addrs; ip -o addr show 2>/dev/null
-s routes; ip -o route show 2>/dev/null; ip -o -6 route show 2>/dev/null
+if command -v ip >/dev/null 2>&1; then
+  s links; ip -o link show 2>/dev/null
+  s addrs; ip -o addr show 2>/dev/null
+  s routes; ip -o route show 2>/dev/null; ip -o -6 route show 2>/dev/null
+else  # no iproute2: the same facts from /sys and /proc
+  s sys_net; grep -H '' /sys/class/net/*/address 2>/dev/null
+  s fib_trie; f /proc/net/fib_trie
+  s proc_route; f /proc/net/route
+fi
 s product_uuid; f /sys/class/dmi/id/product_uuid
 s modules; [ -r /proc/modules ] && cut -d' ' -f1 /proc/modules; ls -1 /sys/module 2>/dev/null
 s filesystems; f /proc/filesystems
@@ -73,7 +79,8 @@ if [ -n "$v" ]; then printf 'efivar=%s\n' "$(od -An -t u1 "$v" 2>/dev/null | tr 
 elif [ -d /sys/firmware/efi ]; then echo efi=yes
 else echo efi=no; fi
 command -v mokutil >/dev/null 2>&1 && t mokutil --sb-state 2>&1
-s auto_upgrades; f /etc/apt/apt.conf.d/20auto-upgrades
+s auto_upgrades; [ -d /etc/apt ] && echo apt=yes
+grep -rHs 'APT::Periodic::Unattended-Upgrade' /etc/apt/apt.conf /etc/apt/apt.conf.d 2>/dev/null
 s cni; ls -1 /etc/cni/net.d 2>/dev/null
 s k8s_state
 for p in /etc/kubernetes/admin.conf /etc/kubernetes/kubelet.conf /etc/kubernetes/pki/ca.crt /etc/kubernetes/manifests/kube-apiserver.yaml /var/lib/etcd/member; do

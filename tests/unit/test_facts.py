@@ -574,6 +574,12 @@ def test_auto_upgrades():
     dnf = {"dnf-automatic.timer": {"active": "active", "enabled": "enabled"}}
     assert F.parse_auto_upgrades(None, dnf) is True
     assert F.parse_auto_upgrades(None, {}) is None
+    # as the probe prints it: apt present, settings with their files; the last file wins
+    assert F.parse_auto_upgrades("apt=yes", {}) is False
+    both = ('apt=yes\n/etc/apt/apt.conf.d/20auto-upgrades:APT::Periodic::Unattended-Upgrade "1";\n'
+            '/etc/apt/apt.conf.d/99gpuk8s:APT::Periodic::Unattended-Upgrade "0";')
+    assert F.parse_auto_upgrades(both, {}) is False
+    assert F.parse_auto_upgrades(both.replace('"0"', '"2"'), {}) is True
 
 
 # --------------------------------------------------------------------------- Secure Boot, nouveau
