@@ -1,0 +1,1 @@
+"""The gpuk8s lab: simulated hosts (real sshd in namespaces) for integration tests."""
