@@ -120,6 +120,34 @@ def preflight(
     raise typer.Exit(report.exit_code)
 
 
+@app.command()
+def render(
+    inventory: Optional[Path] = InventoryOpt,
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write the files into."),
+    os_family: str = typer.Option("debian", "--os-family",
+                                  help="Package repository flavour: debian (apt) or rhel (dnf)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Write every file gpuk8s would put on a host or apply to the cluster; connect nowhere.
+
+    Files land in OUT/<host>/<path on the host> and OUT/cluster/. Tokens, certificate keys and
+    the CA hash are obviously-fake placeholders: the real ones are generated at run time.
+    """
+    try:
+        from gpuk8s import ui
+        from gpuk8s.render import render_all, write_tree
+
+        if os_family not in ("debian", "rhel"):
+            raise UsageError(f"--os-family must be debian or rhel, not {os_family!r}")
+        inv = _load(inventory, False, None)
+        written = write_tree(render_all(inv, os_family), out)
+        for p in written:
+            ui.out_console().print(str(p), markup=False, highlight=False)
+        ui.err_console.print(f"wrote {len(written)} files under {out}")
+    except (Gpuk8sError, KeyboardInterrupt) as e:
+        raise _fail(e, debug) from None
+
+
 def main() -> None:
     try:
         app()
