@@ -121,6 +121,60 @@ def preflight(
 
 
 @app.command()
+def up(
+    inventory: Optional[Path] = InventoryOpt,
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Connect and gather facts, print what would change, change nothing."),
+    ignore: Optional[List[str]] = typer.Option(
+        None, "--ignore", metavar="CHECK_ID", help="Proceed despite this failed preflight check (repeatable)."),
+    kubeconfig: Optional[Path] = typer.Option(
+        None, "--kubeconfig", help="Where to write the admin kubeconfig [default: ./<cluster>-kubeconfig]."),
+    accept_new_host_keys: bool = typer.Option(False, "--accept-new-host-keys",
+                                              help="Record unknown host keys in known_hosts."),
+    parallel: int = typer.Option(64, "--parallel", min=1, max=1024, help="Hosts worked on at once."),
+    wait_timeout: float = typer.Option(900, "--wait-timeout", min=1,
+                                       help="Seconds to wait for Calico and for nodes to be Ready."),
+    log_file: Optional[Path] = typer.Option(None, "--log-file", help="Run log (secrets redacted)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Take hosts that pass preflight to a running cluster; a re-run changes nothing or resumes.
+
+    Exit codes: 0 done, 1 preflight failed (nothing changed), 3 bad inventory, 4 unreachable,
+    5 a step failed (the report names host, command and stderr; re-run to resume).
+    """
+    from gpuk8s import ui
+    from gpuk8s.phases.base import UpOptions
+    from gpuk8s.runlog import RunLog
+
+    log = None
+    try:
+        from gpuk8s.up import PreflightFailed, UpFailed, run_up
+
+        inv = _load(inventory, False, None)
+        log = RunLog(log_file or RunLog.default_path(inv.cluster.name, "up"))
+        opts = UpOptions(dry_run=dry_run, ignore_checks=tuple(ignore or ()),
+                         accept_new_host_keys=accept_new_host_keys, parallel=parallel,
+                         kubeconfig_path=kubeconfig.resolve() if kubeconfig else None,
+                         wait_timeout=wait_timeout)
+        try:
+            report = run_up(inv, opts, log=log, on_phase=ui.phase_printer())
+        except PreflightFailed as e:
+            ui.render_preflight(e.report)
+            raise
+        except UpFailed as e:
+            ui.render_up(e.report)
+            raise typer.Exit(e.exit_code) from None
+        ui.render_up(report)
+    except (Gpuk8sError, KeyboardInterrupt) as e:
+        if log is not None and log.path is not None:
+            ui.err_console.print(f"log (secrets redacted): {log.path}")
+        raise _fail(e, debug) from None
+    finally:
+        if log is not None:
+            log.close()
+
+
+@app.command()
 def render(
     inventory: Optional[Path] = InventoryOpt,
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the files into."),

@@ -90,6 +90,25 @@ def gather_facts(transport, inventory: Inventory) -> tuple[Facts, str | None]:
     return parse_probe(res.stdout), None
 
 
+def check_hosts(inventory: Inventory, outcomes: dict[str, Outcome]) -> PreflightReport:
+    """Turn per-host probe outcomes ((facts, warning) or an error) into the checked report."""
+    fleet = {n: o.value[0] for n, o in outcomes.items() if o.ok and o.value is not None}
+    reports = []
+    for host in inventory.hosts:
+        o = outcomes[host.name]
+        if not o.ok:
+            e = o.error
+            kind = e.kind if isinstance(e, TransportError) else "error"
+            reports.append(HostReport(host.name, host.address, False, _one_line(e), kind))
+            continue
+        facts, warning = o.value  # type: ignore[misc]
+        rep = HostReport(host.name, host.address, True, warning,
+                         "sudo-password" if warning else None, facts)
+        rep.checks = run_checks(inventory, host, facts, fleet)
+        reports.append(rep)
+    return PreflightReport(reports)
+
+
 def run_preflight(inventory: Inventory, *, accept_new_host_keys: bool = False,
                   parallel: int = DEFAULT_PARALLEL, open_transport: Callable | None = None,
                   on_host_done: Callable[[str, bool], None] | None = None) -> PreflightReport:
@@ -112,21 +131,7 @@ def run_preflight(inventory: Inventory, *, accept_new_host_keys: bool = False,
 
     outcomes = for_each_host(inventory.hosts, probe, name=lambda h: h.name, parallel=parallel,
                              on_done=done)
-    fleet = {n: o.value[0] for n, o in outcomes.items() if o.ok and o.value is not None}
-    reports = []
-    for host in inventory.hosts:
-        o = outcomes[host.name]
-        if not o.ok:
-            e = o.error
-            kind = e.kind if isinstance(e, TransportError) else "error"
-            reports.append(HostReport(host.name, host.address, False, _one_line(e), kind))
-            continue
-        facts, warning = o.value  # type: ignore[misc]
-        rep = HostReport(host.name, host.address, True, warning,
-                         "sudo-password" if warning else None, facts)
-        rep.checks = run_checks(inventory, host, facts, fleet)
-        reports.append(rep)
-    return PreflightReport(reports)
+    return check_hosts(inventory, outcomes)
 
 
 def _one_line(e: BaseException | None) -> str:

@@ -127,3 +127,77 @@ def summary_line(report) -> Text:
 
 def print_error(message: str) -> None:
     err_console.print(Text("error: ", style="bold red") + Text(message))
+
+
+def phase_printer(console: Console | None = None):
+    """Callback for run_phases: a line when a phase starts and when it ends."""
+    console = console or err_console
+
+    def on_phase(title: str, result) -> None:
+        if result is None:
+            console.print(f"[bold]→ {escape(title)}[/]")
+        elif result.error:
+            console.print(f"[bold red]✗ {escape(title)}[/] ({result.seconds:.1f}s)")
+        else:
+            what = f"{len(result.changes)} change{'s' if len(result.changes) != 1 else ''}" \
+                if result.changes else "no changes"
+            console.print(f"[green]✓ {escape(title)}[/] — {what} ({result.seconds:.1f}s)")
+            for note in result.notes:
+                console.print(f"    {escape(note)}", style="dim")
+
+    return on_phase
+
+
+def render_plan(plan, console: Console | None = None) -> None:
+    """A dry run's plan: per host, each change with its commands and files (secrets as ***)."""
+    console = console or out_console()
+    if not plan.changes:
+        console.print("[green]nothing to do: the cluster already matches the inventory[/]")
+        return
+    for host in plan.hosts():
+        body = Text()
+        for c in plan.for_host(host):
+            body.append("• " + c.description + "\n", style="bold")
+            for cmd in c.commands:
+                body.append(f"    $ {cmd}\n", style="cyan")
+            for path, content, mode in c.files:
+                body.append(f"    write {path} (mode {mode:04o}):\n", style="cyan")
+                for line in content.rstrip("\n").splitlines():
+                    body.append(f"      | {line}\n", style="dim")
+        body.rstrip()
+        console.print(Panel(body, title=f"{host}: would change", title_align="left", border_style="yellow"))
+
+
+def render_up(report, console: Console | None = None) -> None:
+    """Per-phase durations and the outcome."""
+    console = console or out_console()
+    table = Table(title="gpuk8s up" + (" (dry run)" if report.dry_run else ""), title_justify="left",
+                  header_style="bold")
+    table.add_column("phase")
+    table.add_column("result")
+    table.add_column("seconds", justify="right")
+    for p in report.phases:
+        if p.error:
+            res = Text("failed", style="bold red")
+        elif p.changes:
+            verb = "would change" if report.dry_run else "changed"
+            res = Text(f"{verb} {len(p.changes)}", style="yellow")
+        else:
+            res = Text("unchanged", style="green")
+        table.add_row(escape(p.name), res, f"{p.seconds:.1f}")
+    console.print(table)
+    if report.dry_run:
+        render_plan(report.plan, console)
+    for name, why in report.failed_hosts.items():
+        console.print(Text(f"✗ {name}: {why}", style="bold red"))
+    if report.error:
+        console.print(Text(f"failed: {report.error}", style="bold red"))
+        if report.log_path:
+            console.print(f"full log (secrets redacted): {report.log_path}")
+    elif not report.dry_run:
+        if report.changed:
+            console.print(Text(f"cluster ready; {len(report.plan.changes)} changes made", style="bold green"))
+        else:
+            console.print(Text("nothing to do: the cluster already matches the inventory", style="bold green"))
+        if report.kubeconfig:
+            console.print(f"kubeconfig: {report.kubeconfig}  (export KUBECONFIG={report.kubeconfig})")

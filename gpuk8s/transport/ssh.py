@@ -12,6 +12,7 @@ import errno
 import fcntl
 import hashlib
 import hmac
+import logging
 import os
 import select
 import socket
@@ -23,6 +24,10 @@ import paramiko
 from gpuk8s.errors import TransportError
 from gpuk8s.shell import Cmd
 from gpuk8s.transport.base import Result, check_sudo, wrap_sudo
+
+# paramiko logs connection failures with tracebacks; gpuk8s reports them itself, per host.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
 
 # paramiko compares every packet's MAC in a Python byte loop; hmac.compare_digest is the same
 # constant-time comparison in C, and cuts the client's CPU per host substantially.

@@ -1,0 +1,186 @@
+"""PrepareHosts: swap, kernel modules, sysctls, containerd and the Kubernetes packages.
+
+Every step decides from the host's facts and changes only what differs, so a second run on a
+prepared host changes nothing. Hosts are prepared in parallel.
+"""
+
+from __future__ import annotations
+
+from gpuk8s.checks import os_family
+from gpuk8s.errors import RemoteCommandError, UsageError
+from gpuk8s.facts import parse_containerd_config, parse_containerd_version
+from gpuk8s.inventory import HostSpec
+from gpuk8s.phases.base import Context, Phase, PhaseResult
+from gpuk8s.render import (RenderedFile, containerd_config_file, kubernetes_patch, modules_file,
+                           package_key_url, package_repo_file, render_template,
+                           shipped_containerd_default, sysctl_file)
+from gpuk8s.shell import Cmd
+from gpuk8s.versions import parse_version
+
+APT_KEYRINGS = "/etc/apt/keyrings"
+K8S_KEYRING = "/etc/apt/keyrings/kubernetes-apt-keyring.gpg"
+DOCKER_KEYRING = "/etc/apt/keyrings/docker.asc"
+SYSCTLS = ("net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables",
+           "net.bridge.bridge-nf-call-ip6tables")
+KUBE_PACKAGES = ("kubelet", "kubeadm", "kubectl")
+
+
+def _fstab_swap_sed() -> Cmd:
+    # Comment out every active swap line; keep a backup next to it.
+    return Cmd("sed", "-i.gpuk8s.bak", "-E", r"/^[^#[:space:]]\S*[[:space:]]+\S+[[:space:]]+swap[[:space:]]/s/^/# disabled by gpuk8s: /",
+               "/etc/fstab")
+
+
+def wanted_containerd(ctx: Context) -> str:
+    """The containerd version (prefix) to install: the inventory's override or the matrix default."""
+    return ctx.inventory.versions.containerd or ctx.release.containerd_default
+
+
+def containerd_ok(installed: str | None, ctx: Context) -> bool:
+    """Installed containerd satisfies the matrix minimum (and the override's prefix, if any)."""
+    if not installed:
+        return False
+    have = parse_version(installed) or ()
+    if have < (parse_version(ctx.release.containerd_min) or ()):
+        return False
+    override = ctx.inventory.versions.containerd
+    return not override or installed == override or installed.startswith(override + ".")
+
+
+class PrepareHosts(Phase):
+    title = "prepare hosts"
+
+    def run(self, ctx: Context) -> PhaseResult:
+        ctx.parallel(ctx.live_hosts(ctx.inventory.hosts), lambda h: prepare_host(ctx, h), self.title)
+        changed = {c.host for c in ctx.gate.plan.changes}
+        if not ctx.dry_run and changed:
+            ctx.refresh([h.name for h in ctx.inventory.hosts if h.name in changed])
+        return PhaseResult(self.title)
+
+
+def prepare_host(ctx: Context, host: HostSpec) -> None:
+    f = ctx.facts[host.name]
+    ops = ctx.ops(host.name)
+    family = os_family(f)
+    if family is None:
+        raise UsageError(f"{host.name}: cannot tell the package manager of {f.os.pretty_name or 'this OS'}")
+
+    # Swap: off now and after reboot (the kubelet refuses to start with swap on).
+    if f.swap_enabled:
+        ops.change("turn swap off", Cmd("swapoff", "-a"))
+    if f.swap_fstab_entries:
+        ops.change("comment out swap in /etc/fstab", _fstab_swap_sed())
+    for unit in f.swap_units:
+        ops.change(f"mask swap unit {unit}", Cmd("systemctl", "mask", unit))
+
+    # Kernel modules and sysctls, persisted and applied.
+    ops.put_file(modules_file(host.name))
+    for module, loaded in (("overlay", f.overlay_available), ("br_netfilter", f.br_netfilter_loaded)):
+        if not loaded:
+            ops.change(f"load {module}", Cmd("modprobe", module))
+    sysctl_changed = ops.put_file(sysctl_file(ctx.inventory, host.name))
+    if sysctl_changed or any(f.sysctls.get(k) != "1" for k in SYSCTLS):
+        ops.change("apply sysctls", Cmd("sysctl", "--system"))
+
+    install_containerd(ctx, host, family)
+    install_kubernetes(ctx, host, family)
+
+
+def _apt_install(*packages: str) -> Cmd:
+    return Cmd("apt-get", "install", "-y", "-qq", "--allow-downgrades",
+               "--allow-change-held-packages", *packages)
+
+
+def _ensure_apt_tools(ctx: Context, host: HostSpec) -> None:
+    f = ctx.facts[host.name]
+    if "curl" in f.binaries and "gpg" in f.binaries:
+        return
+    ops = ctx.ops(host.name)
+    ops.change("install curl and gpg", Cmd("apt-get", "update", "-qq").then(
+        "&&", Cmd("apt-get", "install", "-y", "-qq", "apt-transport-https", "ca-certificates", "curl", "gpg")))
+
+
+def install_containerd(ctx: Context, host: HostSpec, family: str) -> None:
+    f = ctx.facts[host.name]
+    ops = ctx.ops(host.name)
+    version = f.containerd_version
+    if not containerd_ok(version, ctx):
+        want = wanted_containerd(ctx)
+        minor = ctx.release.minor
+        if family == "debian":
+            _ensure_apt_tools(ctx, host)
+            distro = "debian" if (f.os.id or "") == "debian" else "ubuntu"
+            ops.change("create /etc/apt/keyrings", Cmd("install", "-m", "0755", "-d", APT_KEYRINGS))
+            ops.change("fetch Docker's repository key",
+                       Cmd("curl", "-fsSL", f"https://download.docker.com/linux/{distro}/gpg",
+                           "-o", DOCKER_KEYRING))
+            repo = RenderedFile("/etc/apt/sources.list.d/docker.list", render_template(
+                "packages/docker.list.j2", minor=minor, keyring=DOCKER_KEYRING,
+                repo_url=f"https://download.docker.com/linux/{distro}",
+                codename=f.os.version_codename or "stable"), host=host.name)
+            ops.put_file(repo)
+            ops.change(f"install containerd {want}",
+                       Cmd("apt-get", "update", "-qq").then("&&", _apt_install(f"containerd.io={want}*")),
+                       timeout=900)
+        else:
+            repo = RenderedFile("/etc/yum.repos.d/docker-ce.repo", render_template(
+                "packages/docker-ce.repo.j2", minor=minor,
+                repo_url="https://download.docker.com/linux/rhel/$releasever/$basearch/stable",
+                key_url="https://download.docker.com/linux/rhel/gpg"), host=host.name)
+            ops.put_file(repo)
+            ops.change(f"install containerd {want}",
+                       Cmd("dnf", "install", "-y", f"containerd.io-{want}*"), timeout=900)
+        if not ctx.dry_run:
+            version = parse_containerd_version(ops.read(Cmd("containerd", "--version")).stdout)
+            if not containerd_ok(version, ctx):
+                raise RemoteCommandError(host.name, "containerd --version", 0, f"installed {version}",
+                                         f"the repository did not provide containerd {want}")
+    version = version or wanted_containerd(ctx)
+
+    # The config: generated from the installed binary, edited in its native version.
+    if ctx.dry_run and not f.containerd_version:
+        default = shipped_containerd_default(version)
+    else:
+        default = ops.read(Cmd("containerd", "config", "default")).stdout
+    cfg = containerd_config_file(ctx.inventory, ctx.release, version, default_toml=default,
+                                 host=host.name)
+    changed = ops.put_file(cfg, "write /etc/containerd/config.toml (SystemdCgroup, pause image, CRI on)")
+    active = f.service_active("containerd") and bool(f.containerd_version)
+    enabled = f.services.get("containerd", {}).get("enabled") == "enabled"
+    if changed or not active:
+        ops.change("restart containerd", Cmd("systemctl", "restart", "containerd"))
+    if not enabled:
+        ops.change("enable containerd", Cmd("systemctl", "enable", "containerd"))
+    if not ctx.dry_run:
+        dump = parse_containerd_config(ops.read(Cmd("containerd", "config", "dump")).stdout)
+        if dump.systemd_cgroup is not True or dump.cri_disabled:
+            raise RemoteCommandError(host.name, "containerd config dump", 0,
+                                     "SystemdCgroup is not true in the running configuration",
+                                     "check /etc/containerd/config.toml and its drop-ins")
+
+
+def install_kubernetes(ctx: Context, host: HostSpec, family: str) -> None:
+    f = ctx.facts[host.name]
+    ops = ctx.ops(host.name)
+    patch = kubernetes_patch(ctx.inventory, ctx.release)
+    have = (f.kubeadm_version, f.kubelet_version, f.kubectl_version)
+    if have != (patch, patch, patch):
+        repo = package_repo_file(ctx.inventory, ctx.release, family, host.name)
+        if family == "debian":
+            _ensure_apt_tools(ctx, host)
+            ops.change("create /etc/apt/keyrings", Cmd("install", "-m", "0755", "-d", APT_KEYRINGS))
+            ops.change("fetch the pkgs.k8s.io key",
+                       Cmd("curl", "-fsSL", package_key_url(ctx.release, "debian")).then(
+                           "|", Cmd("gpg", "--batch", "--yes", "--dearmor", "-o", K8S_KEYRING)))
+            ops.put_file(repo)
+            ops.change(f"install kubelet, kubeadm, kubectl {patch}",
+                       Cmd("apt-get", "update", "-qq").then("&&", _apt_install(
+                           *(f"{p}={patch}-1.1" for p in KUBE_PACKAGES))), timeout=900)
+            ops.change("hold kubelet, kubeadm, kubectl", Cmd("apt-mark", "hold", *KUBE_PACKAGES))
+        else:
+            ops.put_file(repo)
+            ops.change(f"install kubelet, kubeadm, kubectl {patch}",
+                       Cmd("dnf", "install", "-y", *(f"{p}-{patch}" for p in KUBE_PACKAGES),
+                           "--disableexcludes=kubernetes"), timeout=900)
+    if f.services.get("kubelet", {}).get("enabled") != "enabled":
+        ops.change("enable kubelet", Cmd("systemctl", "enable", "kubelet"))
