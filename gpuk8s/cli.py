@@ -51,7 +51,7 @@ def _fail(e: BaseException, debug: bool) -> "typer.Exit":
         n = len(e.problems)
         ui.print_error(f"invalid inventory ({n} problem{'s' if n != 1 else ''}):")
         for p in e.problems:
-            ui.err_console.print(f"  {p}", markup=False, highlight=False)
+            ui.err_console.print(f"  {p}", markup=False, highlight=False, soft_wrap=True)
     elif isinstance(e, KeyboardInterrupt):
         ui.print_error("interrupted")
         return typer.Exit(EXIT_INTERRUPTED)

@@ -29,7 +29,8 @@ _VIRTUAL_IFACE = re.compile(
     r"virbr.*|br-.*|cilium.*|lxc.*|wg.*|ifb\d*|dummy\d*|nerdctl\d*|tap.*|tun\d*)$"
 )
 
-# A few device ids for a name when neither nvidia-smi nor lspci can give one (pci.ids).
+# A few device ids for a name when nvidia-smi cannot give one (no driver); preferred over
+# lspci's chip description, which is less readable (pci.ids marketing names).
 NVIDIA_DEVICE_NAMES = {
     "0x1db4": "Tesla V100-PCIE-16GB",
     "0x1eb8": "Tesla T4",

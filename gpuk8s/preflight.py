@@ -38,6 +38,7 @@ class HostReport:
             "address": self.address,
             "reachable": self.reachable,
             "error": self.error,
+            "error_kind": self.error_kind,
             "facts": self.facts.to_dict() if self.facts else None,
             "checks": [c.to_dict() for c in self.checks],
         }

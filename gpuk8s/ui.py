@@ -126,7 +126,7 @@ def summary_line(report) -> Text:
 
 
 def print_error(message: str) -> None:
-    err_console.print(Text("error: ", style="bold red") + Text(message))
+    err_console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
 
 
 def phase_printer(console: Console | None = None):

@@ -38,6 +38,30 @@ _KNOWN_HOSTS_LOCK = threading.Lock()
 _READ_CHUNK = 65536
 
 
+_KNOWN_HOSTS_CACHE: dict[str, tuple[tuple[int, int], list]] = {}
+
+
+def _known_hosts_entries(path: str) -> list:
+    """known_hosts parsed once per file version (path, mtime, size), not once per host.
+
+    With N hosts, re-parsing per connection costs N x N key decodes; the cache is keyed on the
+    file's mtime and size so keys appended by accept-new are seen by later connections.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return []
+    stamp = (st.st_mtime_ns, st.st_size)
+    with _KNOWN_HOSTS_LOCK:
+        hit = _KNOWN_HOSTS_CACHE.get(path)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        keys = paramiko.HostKeys()
+        keys.load(path)
+        _KNOWN_HOSTS_CACHE[path] = (stamp, keys._entries)
+        return keys._entries
+
+
 def fingerprint(key: paramiko.PKey) -> str:
     """OpenSSH-style SHA256 fingerprint of a public key."""
     digest = hashlib.sha256(key.asbytes()).digest()
@@ -106,12 +130,12 @@ class SSHTransport:
     # ------------------------------------------------------------------ connect
     def _new_client(self) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
-        if os.path.exists(self.known_hosts):
-            try:
-                client.get_host_keys().load(self.known_hosts)
-            except (OSError, paramiko.SSHException, ValueError) as e:
-                raise TransportError("host-key-unknown",
-                                     f"{self.host_name}: cannot read known_hosts {self.known_hosts}: {e}")
+        try:
+            entries = _known_hosts_entries(self.known_hosts)
+        except (OSError, paramiko.SSHException, ValueError) as e:
+            raise TransportError("host-key-unknown",
+                                 f"{self.host_name}: cannot read known_hosts {self.known_hosts}: {e}")
+        client.get_host_keys()._entries = list(entries)  # per-client copy of the parsed file
         client.set_missing_host_key_policy(_VerifyPolicy(self.known_hosts, self.accept_new))
         return client
 
@@ -164,9 +188,13 @@ class SSHTransport:
             raise TransportError("timeout", f"{where}: no answer within {timeout:g}s") from None
         except paramiko.SSHException as e:
             text = str(e)
-            kind = "timeout" if "banner" in text.lower() or "timeout" in text.lower() else "protocol"
+            low = text.lower()
+            # paramiko gives up the handshake silently at the timeout and then reports
+            # "No existing session": that is a timeout too (a hung or overloaded sshd).
+            kind = "timeout" if any(m in low for m in ("banner", "timeout", "no existing session")) \
+                else "protocol"
             if kind == "timeout":
-                text = f"no SSH banner within {timeout:g}s (sshd hung or overloaded)"
+                text = f"no SSH handshake within {timeout:g}s (sshd hung or overloaded)"
             raise TransportError(kind, f"{where}: {text}") from None
         except OSError as e:
             kind = _classify_socket_error(e)
