@@ -6,19 +6,21 @@ PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH; export 
 ep=$1
 s() { printf '\n@@gpuk8s:%s\n' "$1"; }
 f() { [ -r "$1" ] && cat "$1" 2>/dev/null; return 0; }
+# Small files through the shell's own read: no process per file.
+r() { [ -r "$1" ] || return 0; while IFS= read -r l || [ -n "$l" ]; do printf '%s\n' "$l"; done < "$1"; }
 t() { if command -v timeout >/dev/null 2>&1; then timeout 15 "$@"; else "$@"; fi; }
 probe() {
 s probe; echo 1
 s uid; id -u
-s os_release; f /etc/os-release || f /usr/lib/os-release
-[ -r /etc/os-release ] || f /usr/lib/os-release
+s os_release; if [ -r /etc/os-release ]; then r /etc/os-release; else r /usr/lib/os-release; fi
 s uname; uname -r; uname -m
-s hostname; f /proc/sys/kernel/hostname
+s hostname; r /proc/sys/kernel/hostname
 s cgroup; stat -fc %T /sys/fs/cgroup 2>/dev/null
 s cpus; getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null
-s meminfo; grep -E '^(MemTotal|SwapTotal):' /proc/meminfo 2>/dev/null
-s swaps; f /proc/swaps
-s fstab; f /etc/fstab
+s meminfo
+while read -r k v u; do case $k in MemTotal:|SwapTotal:) printf '%s %s %s\n' "$k" "$v" "$u";; esac; done < /proc/meminfo
+s swaps; r /proc/swaps
+s fstab; r /etc/fstab
 s swap_units
 for u in /etc/systemd/system/*.swap /etc/systemd/system/*.wants/*.swap /run/systemd/system/*.swap /usr/lib/systemd/system/*.swap /lib/systemd/system/*.swap; do
   if [ -L "$u" ]; then printf '%s -> %s\n' "$u" "$(readlink "$u")"; elif [ -e "$u" ]; then printf '%s\n' "$u"; fi
@@ -32,12 +34,15 @@ else  # no iproute2: the same facts from /sys and /proc
   s fib_trie; f /proc/net/fib_trie
   s proc_route; f /proc/net/route
 fi
-s product_uuid; f /sys/class/dmi/id/product_uuid
-s modules; [ -r /proc/modules ] && cut -d' ' -f1 /proc/modules; ls -1 /sys/module 2>/dev/null
-s filesystems; f /proc/filesystems
+s product_uuid; r /sys/class/dmi/id/product_uuid
+s modules
+[ -r /proc/modules ] && while read -r m _; do printf '%s\n' "$m"; done < /proc/modules
+for m in /sys/module/*; do [ -e "$m" ] && printf '%s\n' "${m##*/}"; done
+s filesystems; r /proc/filesystems
 s sysctl
 for k in net/ipv4/ip_forward net/ipv6/conf/all/forwarding net/bridge/bridge-nf-call-iptables net/bridge/bridge-nf-call-ip6tables; do
-  [ -r "/proc/sys/$k" ] && printf '%s=%s\n' "$k" "$(cat "/proc/sys/$k" 2>/dev/null)"
+  v=; [ -r "/proc/sys/$k" ] && { read -r v < "/proc/sys/$k" || :; }  # no newline on 1-byte reads
+  [ -n "$v" ] && printf '%s=%s\n' "$k" "$v"
 done
 s binaries
 for b in ip iptables mount nsenter ethtool socat tc conntrack touch ebtables modprobe sysctl systemctl \
@@ -50,19 +55,20 @@ command -v systemctl >/dev/null 2>&1 && systemctl show -p Id,LoadState,ActiveSta
   systemd-timesyncd.service ntpd.service ntp.service ntpsec.service docker.service \
   unattended-upgrades.service dnf-automatic.timer dnf-automatic-install.timer 2>/dev/null
 s timedatectl; command -v timedatectl >/dev/null 2>&1 && t timedatectl show 2>/dev/null
-s ufw_conf; f /etc/ufw/ufw.conf
+s ufw_conf; r /etc/ufw/ufw.conf
 s listen; f /proc/net/tcp; f /proc/net/tcp6
 s endpoint; [ -n "$ep" ] && getent ahosts "$ep" 2>/dev/null
-s containerd_version; command -v containerd >/dev/null 2>&1 && t containerd --version 2>&1
+# Version queries are local and quick; only tools known to hang (nvidia-smi, D-Bus) get a timeout.
+s containerd_version; command -v containerd >/dev/null 2>&1 && containerd --version 2>&1
 s containerd_config; f /etc/containerd/config.toml
-s kubeadm_version; command -v kubeadm >/dev/null 2>&1 && t kubeadm version -o short 2>&1
-s kubelet_version; command -v kubelet >/dev/null 2>&1 && t kubelet --version 2>&1
-s kubectl_version; command -v kubectl >/dev/null 2>&1 && t kubectl version --client 2>&1
-s helm_version; command -v helm >/dev/null 2>&1 && t helm version --short 2>&1
+s kubeadm_version; command -v kubeadm >/dev/null 2>&1 && kubeadm version -o short 2>&1
+s kubelet_version; command -v kubelet >/dev/null 2>&1 && kubelet --version 2>&1
+s kubectl_version; command -v kubectl >/dev/null 2>&1 && kubectl version --client 2>&1
+s helm_version; command -v helm >/dev/null 2>&1 && helm version --short 2>&1
 s pci; grep -H '' /sys/bus/pci/devices/*/vendor /sys/bus/pci/devices/*/device /sys/bus/pci/devices/*/class 2>/dev/null
 s pci_driver
 for d in $(grep -l 0x10de /sys/bus/pci/devices/*/vendor 2>/dev/null); do
-  d=${d%/vendor}; [ -L "$d/driver" ] && printf '%s %s\n' "${d##*/}" "$(basename "$(readlink "$d/driver")")"
+  d=${d%/vendor}; [ -L "$d/driver" ] && p=$(cd "$d/driver" 2>/dev/null && pwd -P) && printf '%s %s\n' "${d##*/}" "${p##*/}"
 done
 s lspci; command -v lspci >/dev/null 2>&1 && lspci -Dnn -d 10de: 2>/dev/null
 s nvidia_smi
@@ -70,23 +76,23 @@ if command -v nvidia-smi >/dev/null 2>&1; then
   t nvidia-smi --query-gpu=index,pci.bus_id,name,driver_version,memory.total,mig.mode.current,pci.device_id --format=csv,noheader 2>&1
   echo "rc=$?"
 fi
-s nvidia_version; f /proc/driver/nvidia/version; f /sys/module/nvidia/version
+s nvidia_version; r /proc/driver/nvidia/version; r /sys/module/nvidia/version
 s modprobe_nouveau; grep -rshE '^[[:space:]]*(blacklist|options|install)[[:space:]]+nouveau' /etc/modprobe.d /run/modprobe.d /usr/lib/modprobe.d /lib/modprobe.d 2>/dev/null
-s cmdline; f /proc/cmdline
+s cmdline; r /proc/cmdline
 s secure_boot
 v=$(ls /sys/firmware/efi/efivars/SecureBoot-* 2>/dev/null | head -n 1)
 if [ -n "$v" ]; then printf 'efivar=%s\n' "$(od -An -t u1 "$v" 2>/dev/null | tr -s ' ')"
 elif [ -d /sys/firmware/efi ]; then echo efi=yes
 else echo efi=no; fi
-command -v mokutil >/dev/null 2>&1 && t mokutil --sb-state 2>&1
+[ -z "$v" ] && command -v mokutil >/dev/null 2>&1 && t mokutil --sb-state 2>&1
 s auto_upgrades; [ -d /etc/apt ] && echo apt=yes
 grep -rHs 'APT::Periodic::Unattended-Upgrade' /etc/apt/apt.conf /etc/apt/apt.conf.d 2>/dev/null
-s cni; ls -1 /etc/cni/net.d 2>/dev/null
+s cni; for c in /etc/cni/net.d/*; do [ -e "$c" ] && printf '%s\n' "${c##*/}"; done
 s k8s_state
 for p in /etc/kubernetes/admin.conf /etc/kubernetes/kubelet.conf /etc/kubernetes/pki/ca.crt /etc/kubernetes/manifests/kube-apiserver.yaml /var/lib/etcd/member; do
   [ -e "$p" ] && printf '%s\n' "$p"
 done
-s selinux; f /sys/fs/selinux/enforce
+s selinux; r /sys/fs/selinux/enforce
 s end
 }
 # Collect everything, then write it at once: one large SSH packet instead of hundreds of small ones.
