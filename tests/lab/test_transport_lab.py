@@ -1,0 +1,68 @@
+"""Transport paths the preflight tests do not cover: a jump host (bastion), a non-22 port."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.lab.fixture import HostFixture
+
+GOOD = dict(containerd="2.1.4", kube="1.36.2", ip_forward=True)
+
+
+@pytest.fixture(scope="module")
+def lab(lab_factory):
+    return lab_factory([
+        HostFixture("jump", roles=("worker",), **GOOD),
+        HostFixture("cp-1", roles=("control-plane",), helm="3.19.0", **GOOD),
+        HostFixture("odd-port", roles=("worker",), ssh_port=2222, **GOOD),
+    ])
+
+
+def preflight(inv, *args):
+    p = subprocess.run([sys.executable, "-m", "gpuk8s", "preflight", "-i", inv, "--json", *args],
+                       capture_output=True, text=True, timeout=120)
+    return p.returncode, json.loads(p.stdout) if p.stdout.strip() else None, p.stderr
+
+
+def sshd_log(lab, name) -> str:
+    path = lab.host(name).dir / "sshd.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def test_through_a_bastion(lab, tmp_path):
+    jump = lab.address("jump")
+    inv = lab.write_inventory(tmp_path / "inv.yaml", hosts=["cp-1", "odd-port"],
+                              ssh={"bastion": {"address": jump, "user": "root"}})
+    rc, doc, err = preflight(inv)
+    assert doc is not None, err
+    hosts = {h["name"]: h for h in doc["hosts"]}
+    assert all(h["reachable"] for h in hosts.values()), err
+    assert hosts["cp-1"]["facts"]["hostname"] == "cp-1"
+    # The targets saw the connection come from the bastion, not from the client.
+    log = sshd_log(lab, "cp-1")
+    if log:
+        assert f"from {jump} " in log, log[-2000:]
+
+
+def test_unreachable_bastion_is_named(lab, tmp_path):
+    inv = lab.write_inventory(tmp_path / "inv.yaml", hosts=["cp-1"],
+                              ssh={"bastion": {"address": lab.unused_address(), "user": "root"},
+                                   "connect_timeout": 2})
+    rc, doc, err = preflight(inv)
+    assert rc == 4, err
+    h = doc["hosts"][0]
+    assert not h["reachable"] and "bastion" in h["error"], h["error"]
+
+
+def test_non_22_port_uses_bracketed_known_hosts_entry(lab, tmp_path):
+    inv = lab.write_inventory(tmp_path / "inv.yaml", hosts=["cp-1", "odd-port"])
+    rc, doc, err = preflight(inv)
+    assert doc is not None, err
+    odd = doc["hosts"][1]
+    assert odd["name"] == "odd-port" and odd["reachable"], odd["error"]
+    known = open(lab.known_hosts).read()
+    assert f"[{lab.address('odd-port')}]:2222 " in known
