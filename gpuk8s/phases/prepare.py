@@ -36,6 +36,11 @@ def wanted_containerd(ctx: Context) -> str:
     return ctx.inventory.versions.containerd or ctx.release.containerd_default
 
 
+def version_pattern(want: str, sep: str) -> str:
+    """'2.1' -> '2.1.*' (never 2.10); '2.1.4' -> '2.1.4<sep>*' (any package revision)."""
+    return f"{want}.*" if want.count(".") < 2 else f"{want}{sep}*"
+
+
 def containerd_ok(installed: str | None, ctx: Context) -> bool:
     """Installed containerd satisfies the matrix minimum (and the override's prefix, if any)."""
     if not installed:
@@ -114,13 +119,17 @@ def install_containerd(ctx: Context, host: HostSpec, family: str) -> None:
             ops.change("fetch Docker's repository key",
                        Cmd("curl", "-fsSL", f"https://download.docker.com/linux/{distro}/gpg",
                            "-o", DOCKER_KEYRING))
+            if not f.os.version_codename:
+                raise UsageError(f"{host.name}: /etc/os-release has no VERSION_CODENAME, so the "
+                                 "Docker apt repository for containerd cannot be chosen; install "
+                                 "containerd yourself or set versions.containerd to what is installed")
             repo = RenderedFile("/etc/apt/sources.list.d/docker.list", render_template(
                 "packages/docker.list.j2", minor=minor, keyring=DOCKER_KEYRING,
                 repo_url=f"https://download.docker.com/linux/{distro}",
-                codename=f.os.version_codename or "stable"), host=host.name)
+                codename=f.os.version_codename), host=host.name)
             ops.put_file(repo)
             ops.change(f"install containerd {want}",
-                       Cmd("apt-get", "update", "-qq").then("&&", _apt_install(f"containerd.io={want}*")),
+                       Cmd("apt-get", "update", "-qq").then("&&", _apt_install(f"containerd.io={version_pattern(want, '-')}")),
                        timeout=900)
         else:
             repo = RenderedFile("/etc/yum.repos.d/docker-ce.repo", render_template(
@@ -129,7 +138,7 @@ def install_containerd(ctx: Context, host: HostSpec, family: str) -> None:
                 key_url="https://download.docker.com/linux/rhel/gpg"), host=host.name)
             ops.put_file(repo)
             ops.change(f"install containerd {want}",
-                       Cmd("dnf", "install", "-y", f"containerd.io-{want}*"), timeout=900)
+                       Cmd("dnf", "install", "-y", f"containerd.io-{version_pattern(want, '-')}"), timeout=900)
         if not ctx.dry_run:
             version = parse_containerd_version(ops.read(Cmd("containerd", "--version")).stdout)
             if not containerd_ok(version, ctx):

@@ -12,7 +12,8 @@ from gpuk8s.inventory import ClusterSpec, HostSpec, Inventory, SSHSettings
 from gpuk8s.preflight import run_preflight
 from gpuk8s.transport.base import Result
 
-OS_UBUNTU = 'NAME="Ubuntu"\nVERSION_ID="24.04"\nID=ubuntu\nPRETTY_NAME="Ubuntu 24.04.1 LTS"\n'
+OS_UBUNTU = ('NAME="Ubuntu"\nVERSION_ID="24.04"\nID=ubuntu\nPRETTY_NAME="Ubuntu 24.04.1 LTS"\n'
+             'VERSION_CODENAME=noble\n')
 CONTAINERD_V3 = """version = 3
 [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
   SystemdCgroup = true

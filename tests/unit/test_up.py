@@ -175,3 +175,9 @@ def test_kubeconfig_points_at_the_endpoint():
              "    certificate-authority-data: QUJD\nusers: []\ncontexts: []\n")
     out = kubeconfig_for_user(admin, "https://k8s-api.example.com:6443")
     assert "server: https://k8s-api.example.com:6443" in out and "QUJD" in out
+
+
+def test_version_patterns_never_overmatch():
+    from gpuk8s.phases.prepare import version_pattern
+    assert version_pattern("2.1", "-") == "2.1.*"
+    assert version_pattern("2.1.4", "-") == "2.1.4-*"
