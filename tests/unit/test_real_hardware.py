@@ -34,3 +34,13 @@ def test_no_iproute2_fallbacks():
     assert parse_sys_net("/sys/class/net/eno1/address:3C:EC:EF:00:11:22\n"
                          "/sys/class/net/lo/address:00:00:00:00:00:00\n"
                          "/sys/class/net/docker0/address:02:42:ac:11:00:01") == {"eno1": "3c:ec:ef:00:11:22"}
+
+
+def test_h100_second_run_without_iproute2():
+    """The same server after the fixes: network facts from /sys and /proc (it has no `ip`)."""
+    f = parse_probe((DATA / "h100-ubuntu2404-probe-v2.txt").read_text())
+    assert "ip" not in f.binaries
+    assert f.macs == {"eth0": "02:fc:00:00:00:01"}
+    assert f.addresses == ["192.0.2.2/24"] and f.routes == ["192.0.2.0/24"] and f.default_route
+    assert f.nvidia_kernel_module == "open" and f.unattended_upgrades is False
+    assert [(g.device_id, g.name) for g in f.gpus] == [("0x2330", "NVIDIA H100 80GB HBM3")]
