@@ -174,10 +174,20 @@ def _major(version_id: str | None) -> str | None:
 
 # --------------------------------------------------------------------------- fix helpers
 
+def packages_for(family: str, binaries: list[str]) -> list[str]:
+    """The distribution packages that provide `binaries` ("debian" or "rhel" family)."""
+    return list(dict.fromkeys(_PACKAGES[family].get(b, b) for b in binaries))
+
+
+def missing_binaries(facts: Facts) -> list[str]:
+    """Binaries kubeadm needs or warns about that the host lacks."""
+    return [b for b in REQUIRED_BINARIES + RECOMMENDED_BINARIES if b not in facts.binaries]
+
+
 def _install(ctx: _Ctx, binaries: list[str]) -> str:
     """Command(s) installing the packages that provide `binaries`, for the host's OS family."""
     def pkgs(family: str) -> str:
-        return " ".join(dict.fromkeys(_PACKAGES[family].get(b, b) for b in binaries))
+        return " ".join(packages_for(family, binaries))
 
     if ctx.family == "debian":
         return f"apt-get update && apt-get install -y {pkgs('debian')}"

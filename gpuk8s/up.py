@@ -22,7 +22,7 @@ from gpuk8s.runner import for_each_host
 FIXED_BY_UP = frozenset({
     "swap-off", "ip-forward", "bridge-netfilter", "kernel-modules", "containerd-version",
     "containerd-cri-enabled", "containerd-systemd-cgroup", "containerd-config-version",
-    "containerd-sandbox-image", "kube-tools-version", "helm",
+    "containerd-sandbox-image", "kube-tools-version", "helm", "required-binaries",
 })
 
 

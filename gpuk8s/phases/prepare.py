@@ -6,7 +6,7 @@ prepared host changes nothing. Hosts are prepared in parallel.
 
 from __future__ import annotations
 
-from gpuk8s.checks import os_family
+from gpuk8s.checks import missing_binaries, os_family, packages_for
 from gpuk8s.errors import RemoteCommandError, UsageError
 from gpuk8s.facts import parse_containerd_config, parse_containerd_version
 from gpuk8s.inventory import HostSpec
@@ -87,8 +87,20 @@ def prepare_host(ctx: Context, host: HostSpec) -> None:
     if sysctl_changed or any(f.sysctls.get(k) != "1" for k in SYSCTLS):
         ops.change("apply sysctls", Cmd("sysctl", "--system"))
 
+    install_prerequisites(ctx, host, family)
     install_containerd(ctx, host, family)
     install_kubernetes(ctx, host, family)
+
+
+def install_prerequisites(ctx: Context, host: HostSpec, family: str) -> None:
+    """The tools kubeadm's preflight looks for (ip, iptables, nsenter, conntrack, socat, ...)."""
+    missing = missing_binaries(ctx.facts[host.name])
+    if not missing:
+        return
+    pkgs = packages_for(family, missing)
+    cmd = (Cmd("apt-get", "update", "-qq").then("&&", Cmd("apt-get", "install", "-y", "-qq", *pkgs))
+           if family == "debian" else Cmd("dnf", "install", "-y", *pkgs))
+    ctx.ops(host.name).change(f"install {', '.join(pkgs)} (for {', '.join(missing)})", cmd, timeout=900)
 
 
 def _apt_install(*packages: str) -> Cmd:
