@@ -318,6 +318,22 @@ class HostFixture:
     ssh_port: int = 22
     sshd: bool = True                           # False: the address answers, nothing listens (refused)
     gpu: bool | None = DEFAULT                  # inventory `gpu:`; DEFAULT: True when gpus
+    apt_tools: bool = True                      # curl and gpg installed (simulated; no network)
+    fail_join: bool | str = False               # kubeadm join fails preflight: True -> [ERROR Port-10250];
+                                                # a string -> [ERROR KubeletVersion]: <string>
+    kubelet_never_ready: bool = False           # the node registers but never turns Ready
+
+    @classmethod
+    def bare(cls, name: str, os: str = "ubuntu-24.04", roles: tuple[str, ...] = ("worker",),
+             **changes: Any) -> "HostFixture":
+        """A freshly installed server `gpuk8s up` must prepare: no containerd or Kubernetes tools
+        (the package manager of its OS offers them), no curl/gpg, swap on (active and in fstab),
+        overlay and br_netfilter not loaded, ip_forward 0."""
+        base = dict(name=name, os=os, roles=tuple(roles), containerd=None, kube=None, crictl=None,
+                    swap=True, swap_in_fstab=True, modules=(), ip_forward=False, bridge_nf_call=False,
+                    apt_tools=False)
+        base.update(changes)
+        return cls(**base)
 
     # ------------------------------------------------------------------ derived values
 

@@ -56,6 +56,7 @@ LOCK_FILE = "/tmp/gpuk8s-lab.lock"
 OVERLAY_TREES = ("/etc", "/usr", "/var", "/opt", "/root", "/home", "/srv")   # at least these
 NOT_OVERLAID = {"proc", "sys", "dev", "run", "tmp", "lost+found"}
 PATH_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin")
+ALWAYS_SIMULATED = ("modprobe", "sysctl", "swapoff", "journalctl")
 SIMULATED = ("containerd", "runc", "crictl", "kubeadm", "kubelet", "kubectl", "helm", "nvidia-smi",
              "nvidia-ctk", "mokutil", "lspci", "systemctl")
 FIRST_HOST, LAST_HOST = 10, 239      # .10-.239 for hosts, .240-.254 never used (unused_address)
@@ -573,9 +574,14 @@ class Lab:
     def _setup_shared(self) -> None:
         (self.dir / "hosts").mkdir()
         self.shared_dir.mkdir()
-        shutil.copytree(SIM_DIR, self.dir / "sim")
+        shutil.copytree(SIM_DIR, self.dir / "sim", ignore=shutil.ignore_patterns("__pycache__"))
         for p in (self.dir / "sim").iterdir():
             p.chmod(0o755)
+        # The heavier simulators (sim/labsim.py) run with this interpreter (it has PyYAML and
+        # cryptography); hosts see it through the read-only root and the overlays.
+        (self.dir / "python").write_text(sys.executable + "\n")
+        (self.dir / "labsim.json").write_text(json.dumps({"python": sys.executable, "repo": str(REPO)}) + "\n")
+        os.chmod(self.shared_dir, 0o777)
         key = self.dir / "client_key"
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "gpuk8s-lab-client", "-f", str(key)])
         key.chmod(0o600)
@@ -962,10 +968,29 @@ LogLevel INFO
                     self.hide(p)
         for name in provided:
             self.symlink(f"/usr/local/bin/{name}", f"{sim}/{name}")
-        for name in set(fx.binaries) - keep_real - set(provided):
+        for name in set(fx.binaries) - keep_real - set(provided) - set(ALWAYS_SIMULATED):
             self.symlink(f"/usr/sbin/{name}", f"{sim}/stub")
+        # Tools that would change this machine (kernel modules, global sysctls, swap) or read its
+        # journal are never the real ones: the simulator replaces every real copy.
+        for name in ALWAYS_SIMULATED:
+            if name in PROBED_BINARIES and name not in fx.binaries:
+                continue                                  # hidden above: the fixture lacks it
+            real = [p for p in m.binary_paths.get(name, []) if os.path.lexists(p)] or \
+                [p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.lexists(p)]
+            for p in real:
+                self.symlink(p, f"{sim}/{name}")
+            self.symlink(f"/usr/local/bin/{name}", f"{sim}/{name}")
+        # curl and gpg: no network here; simulated when "installed", else absent.
+        for name in ("curl", "gpg"):
+            for p in (f"/usr/bin/{name}", f"/usr/local/bin/{name}"):
+                if os.path.lexists(p):
+                    self.hide(p)
+            if fx.apt_tools:
+                self.symlink(f"/usr/bin/{name}", f"{sim}/{name}")
         for name in pkgs:
             self.symlink(f"/usr/bin/{name}", f"{sim}/pkg")
+        if pkg == "apt-get":
+            self.symlink("/usr/bin/apt-mark", f"{sim}/apt-mark")
         if fx.kernel_release:
             self.symlink("/usr/local/bin/uname", f"{sim}/uname")
 
@@ -994,6 +1019,19 @@ LogLevel INFO
             self.mkdir(f"{d}/containerd")
             self.write(f"{d}/containerd/version_line", containerd_version_line(fx.containerd) + "\n")
             self.write(f"{d}/containerd/default.toml", containerd_default_config(fx.containerd))
+        # What the package manager simulator considers installed (name -> package version).
+        deb = fx.family == "debian"
+        packages: dict[str, str] = {}
+        if fx.containerd:
+            packages["containerd.io"] = f"{fx.containerd}-1" + ("" if deb else ".el9")
+        for tool in ("kubeadm", "kubelet", "kubectl"):
+            version = getattr(fx, tool)
+            if version:
+                packages[tool] = f"{version.lstrip('v')}-" + ("1.1" if deb else "150500.1.1")
+        if fx.apt_tools:
+            packages.update({"curl": "1.0", "gpg": "1.0", "ca-certificates": "1.0"})
+        self.write(f"{d}/packages.json", json.dumps(packages, indent=1) + "\n")
+        self.write(f"{d}/invocations.log", "", 0o666)
         self.mkdir(f"{d}/nvidia")
         self.write(f"{d}/nvidia/driver_version", (fx.nvidia_driver or "") + "\n")
         gpus, lspci = [], []

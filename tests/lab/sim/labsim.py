@@ -1,0 +1,2071 @@
+"""gpuk8s lab simulator engine: the heavier tools, run inside a lab host.
+
+Invoked by the sh wrappers in this directory as `labsim.py TOOL ARGS...` with the interpreter the
+test runner used (recorded in /run/gpuk8s-lab/python). Per-host state lives in /etc/gpuk8s-lab/
+(the host's overlay); the simulated cluster lives in /run/gpuk8s-lab/shared/cluster.json (the lab
+directory, shared by every host), guarded by an flock on cluster.lock.
+
+Simulated: apt-get, apt-mark, dnf/yum, curl, gpg, modprobe, sysctl, swapoff, journalctl,
+kubeadm (init, init phase upload-certs, token create/delete/list, join, reset), kubectl (against
+the shared cluster) and the TOML check `systemctl restart containerd` runs. Nothing here touches
+the real machine: every path is inside the host's overlays, per-host /proc files or its netns.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import fcntl
+import fnmatch
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import secrets
+import socket
+import sys
+import time
+import tomllib
+from contextlib import contextmanager
+from pathlib import Path
+
+LAB = Path("/run/gpuk8s-lab")
+SIM = LAB / "sim"
+SHARED = LAB / "shared"
+STATE = Path("/etc/gpuk8s-lab")
+CLUSTER = SHARED / "cluster.json"
+CLUSTER_LOCK = SHARED / "cluster.lock"
+
+sys.path.insert(0, str(Path(json.loads((LAB / "labsim.json").read_text())["repo"]) / "tests" / "lab"))
+import fixture as fx  # noqa: E402  (tests/lab/fixture.py: containerd file formats)
+
+import yaml  # noqa: E402
+
+TOKEN_RE = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
+CONTAINERD_OFFERED = ["1.7.27", "2.1.4"]
+KUBE_OFFERED = ["1.33.12", "1.34.9", "1.35.6", "1.36.2"]
+CALICO_DELAY = float(os.environ.get("GPUK8S_LAB_CALICO_DELAY", "2"))
+
+
+class Exit(Exception):
+    def __init__(self, code: int, err: str = "", out: str = ""):
+        super().__init__(err)
+        self.code, self.err, self.out = code, err, out
+
+
+def out(s: str = "") -> None:
+    sys.stdout.write(s + ("\n" if not s.endswith("\n") else ""))
+
+
+def err(s: str) -> None:
+    sys.stderr.write(s + ("\n" if not s.endswith("\n") else ""))
+
+
+def now() -> float:
+    return time.time()
+
+
+def iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------- host helpers
+
+def host_state() -> dict:
+    return json.loads((STATE / "state.json").read_text())
+
+
+def host_name() -> str:
+    return host_state()["name"]
+
+
+def family() -> str:
+    osr = Path("/etc/os-release").read_text()
+    vals = dict(line.split("=", 1) for line in osr.splitlines() if "=" in line)
+    words = [vals.get("ID", "").strip('"').lower()] + vals.get("ID_LIKE", "").strip('"').lower().split()
+    return "debian" if any(w in ("debian", "ubuntu") for w in words) else "rhel"
+
+
+def os_pretty(path: str = "/etc/os-release") -> str:
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("PRETTY_NAME="):
+            return line.split("=", 1)[1].strip('"')
+    return "Linux"
+
+
+def write(path: str | Path, content: str | bytes, mode: int = 0o644) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + f".labsim-{os.getpid()}")
+    tmp.write_bytes(content.encode() if isinstance(content, str) else content)
+    os.chmod(tmp, mode)
+    os.replace(tmp, p)
+
+
+def symlink(path: str, target: str) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + f".labsim-{os.getpid()}")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, p)
+
+
+def units() -> dict[str, list[str]]:
+    u = {}
+    f = STATE / "units"
+    if f.exists():
+        for line in f.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                u[parts[0]] = parts[1:]
+    return u
+
+
+def set_unit(unit: str, active: str | None = None, enabled: str | None = None,
+             default: tuple[str, str] = ("inactive", "disabled"), path: Path = STATE / "units") -> None:
+    u = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                u[parts[0]] = parts[1:]
+    cur = u.get(unit, list(default))
+    if active:
+        cur[0] = active
+    if enabled:
+        cur[1] = enabled
+    u[unit] = cur
+    write(path, "".join(f"{k} {a} {e}\n" for k, (a, e) in sorted(u.items())))
+
+
+def version_file(tool: str, base: Path = STATE) -> str | None:
+    try:
+        return (base / "versions" / tool).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def swap_on(proc_swaps: str = "/proc/swaps") -> bool:
+    try:
+        return len([ln for ln in Path(proc_swaps).read_text().splitlines()[1:] if ln.strip()]) > 0
+    except OSError:
+        return False
+
+
+def read_sysctl(key: str) -> str | None:
+    try:
+        return Path("/proc/sys/" + key.replace(".", "/")).read_text().strip()
+    except OSError:
+        return None
+
+
+def other_host_dir(name: str) -> Path:
+    """Another host's /etc upper dir (its simulator state), as seen from inside any host."""
+    return LAB / "hosts" / name / "upper" / "etc"
+
+
+# --------------------------------------------------------------------------- packages
+
+def _sources(kind: str) -> list[tuple[str, str]]:
+    """(repo url, keyring) of the configured repositories: apt sources or yum repo files."""
+    found = []
+    if kind == "apt":
+        files = [Path("/etc/apt/sources.list")] + sorted(Path("/etc/apt/sources.list.d").glob("*.list"))
+        for f in files:
+            if not f.is_file():
+                continue
+            for line in f.read_text().splitlines():
+                line = line.strip()
+                if not line.startswith("deb "):
+                    continue
+                m = re.match(r"deb\s+(\[[^\]]*\]\s+)?(\S+)", line)
+                if not m:
+                    continue
+                opts = m.group(1) or ""
+                key = re.search(r"signed-by=(\S+?)\]?(\s|$|\])", opts)
+                found.append((m.group(2), key.group(1).rstrip("]") if key else ""))
+    else:
+        for f in sorted(Path("/etc/yum.repos.d").glob("*.repo")) if Path("/etc/yum.repos.d").is_dir() else []:
+            sect: dict[str, str] = {}
+            for line in f.read_text().splitlines() + ["[end]"]:
+                line = line.strip()
+                if line.startswith("["):
+                    if sect.get("baseurl") and sect.get("enabled", "1") == "1":
+                        found.append((sect["baseurl"], sect.get("exclude", "")))
+                    sect = {}
+                elif "=" in line and not line.startswith("#"):
+                    k, v = line.split("=", 1)
+                    sect[k.strip()] = v.strip()
+    return found
+
+
+# Distro packages that provide binaries the probe and kubeadm look for (made visible as stubs).
+TOOL_BINS = {"ebtables": ["/usr/sbin/ebtables"], "conntrack": ["/usr/sbin/conntrack"],
+             "conntrack-tools": ["/usr/sbin/conntrack"], "socat": ["/usr/bin/socat"],
+             "ethtool": ["/usr/sbin/ethtool"], "iptables": ["/usr/sbin/iptables"],
+             "iptables-nft": ["/usr/sbin/iptables", "/usr/sbin/ebtables"], "iproute2": ["/usr/sbin/ip", "/usr/sbin/tc"],
+             "iproute": ["/usr/sbin/ip"], "iproute-tc": ["/usr/sbin/tc"], "mount": ["/usr/bin/mount"],
+             "util-linux": ["/usr/bin/mount", "/usr/bin/nsenter"], "coreutils": ["/usr/bin/touch"]}
+FILE_PROVIDES = {b: p for p in ("iptables-nft", "iproute", "iproute-tc", "conntrack-tools", "socat", "ethtool",
+                                "util-linux", "coreutils") for b in TOOL_BINS[p]}
+
+
+def _catalog(repos: list[str]) -> dict[str, list[str]]:
+    """Package name -> versions offered by these repository URLs (plus the distro's own)."""
+    fam = "deb" if family() == "debian" else "rpm"
+    cat: dict[str, list[str]] = {p: ["1.0"] for p in ("apt-transport-https", "ca-certificates", "curl",
+                                                      "gpg", "gnupg", "gnupg2", *TOOL_BINS)}
+    for url in repos:
+        if "download.docker.com" in url:
+            cat["containerd.io"] = [f"{v}-1" if fam == "deb" else f"{v}-1.el9" for v in CONTAINERD_OFFERED]
+        m = re.search(r"pkgs\.k8s\.io/core:/stable:/v(\d+\.\d+)/", url)
+        if m:
+            minor = m.group(1)
+            vs = [v for v in KUBE_OFFERED if v.startswith(minor + ".")]
+            for p in ("kubelet", "kubeadm", "kubectl"):
+                cat[p] = [f"{v}-1.1" if fam == "deb" else f"{v}-150500.1.1" for v in vs]
+            cat["cri-tools"] = [f"{minor}.0-1.1" if fam == "deb" else f"{minor}.0-150500.1.1"]
+            cat["kubernetes-cni"] = ["1.7.1-1.1" if fam == "deb" else "1.7.1-150500.1.1"]
+    return cat
+
+
+def _installed() -> dict[str, str]:
+    f = STATE / "packages.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+def _install(name: str, version: str) -> None:
+    """Make a package's files and units visible, like dpkg/rpm would."""
+    fam = family()
+    plain = version.split("-")[0]
+    pk = _installed()
+    pk[name] = version
+    write(STATE / "packages.json", json.dumps(pk, indent=1) + "\n")
+    if name in ("curl", "gpg", "gnupg", "gnupg2"):
+        tool = "curl" if name == "curl" else "gpg"
+        symlink(f"/usr/bin/{tool}", f"{SIM}/{tool}")
+    elif name == "containerd.io":
+        (STATE / "containerd").mkdir(parents=True, exist_ok=True)
+        write(STATE / "containerd" / "version_line", fx.containerd_version_line(plain) + "\n")
+        write(STATE / "containerd" / "default.toml", native_default(plain))
+        write(STATE / "versions" / "runc", "1.3.0\n")
+        for tool in ("containerd", "runc"):
+            symlink(f"/usr/bin/{tool}", f"{SIM}/{tool}")
+        if not Path("/etc/containerd/config.toml").exists():   # the package's conffile
+            write("/etc/containerd/config.toml", fx.DOCKER_CONTAINERD_CONFIG)
+        st = ("active", "enabled") if fam == "debian" else ("inactive", "disabled")
+        if "containerd.service" not in units():
+            set_unit("containerd.service", *st)
+    elif name in ("kubelet", "kubeadm", "kubectl"):
+        write(STATE / "versions" / name, plain + "\n")
+        symlink(f"/usr/bin/{name}", f"{SIM}/{name}")
+        if name == "kubelet" and "kubelet.service" not in units():
+            st = ("activating", "enabled") if fam == "debian" else ("inactive", "disabled")
+            set_unit("kubelet.service", *st)
+    elif name in TOOL_BINS:
+        for b in TOOL_BINS[name]:
+            if not os.path.exists(b):
+                symlink(b, f"{SIM}/stub")
+    elif name == "cri-tools":
+        write(STATE / "versions" / "crictl", plain + "\n")
+        symlink("/usr/bin/crictl", f"{SIM}/crictl")
+
+
+def native_default(version: str) -> str:
+    """`containerd config default` of this build: 2.0.x and 2.1.0 omit SystemdCgroup."""
+    v = tuple(int(x) for x in re.findall(r"\d+", version)[:3])
+    if v[:2] == (2, 0) or v[:3] == (2, 1, 0):
+        return fx.containerd_config(version, systemd_cgroup=None)
+    return fx.containerd_default_config(version)
+
+
+DEPENDS = {"kubeadm": ["cri-tools", "kubelet", "kubectl"], "kubelet": ["kubernetes-cni"]}
+
+
+def _resolve(requests: list[tuple[str, str | None]], cat: dict[str, list[str]], *, apt: bool
+             ) -> list[tuple[str, str]]:
+    picks: list[tuple[str, str]] = []
+    missing = []
+    for name, want in requests:
+        if name not in cat:
+            if apt:
+                raise Exit(100, f"E: Unable to locate package {name}")
+            missing.append(name + (f"-{want}" if want else ""))
+            continue
+        offered = cat[name]
+        if want is None:
+            picks.append((name, offered[-1]))
+            continue
+        match = [v for v in offered if fnmatch.fnmatchcase(v, want)]
+        if not match:
+            if apt:
+                raise Exit(100, f"E: Version '{want}' for '{name}' was not found")
+            missing.append(f"{name}-{want}")
+            continue
+        picks.append((name, match[-1]))
+    if missing:
+        raise Exit(1, "".join(f"No match for argument: {m}\n" for m in missing)
+                   + f"Error: Unable to find a match: {' '.join(missing)}")
+    names = {n for n, _ in picks}
+    for n, _ in list(picks):
+        for d in DEPENDS.get(n, []):
+            if d not in names and d in cat and d not in _installed():
+                picks.append((d, cat[d][-1]))
+                names.add(d)
+    return picks
+
+
+def _vkey(v: str) -> tuple:
+    return tuple(int(x) for x in re.findall(r"\d+", v))
+
+
+def apt_get(args: list[str]) -> int:
+    opts = [a for a in args if a.startswith("-")]
+    words = [a for a in args if not a.startswith("-")]
+    if not words:
+        out("apt 2.7.14 (amd64)\nUsage: apt-get [options] command")
+        return 0
+    cmd, pkgs = words[0], words[1:]
+    if cmd in ("update", "install", "upgrade", "remove", "purge") and not is_root():
+        raise Exit(100, "E: Could not open lock file /var/lib/dpkg/lock-frontend - open (13: Permission denied)\n"
+                        "E: Unable to acquire the dpkg frontend lock (/var/lib/dpkg/lock-frontend), are you root?")
+    if cmd == "update":
+        lists = []
+        errs = []
+        for url, key in _sources("apt"):
+            if key and not (Path(key).is_file() and Path(key).stat().st_size > 0):
+                errs.append(f"W: GPG error: {url} InRelease: The following signatures couldn't be verified "
+                            "because the public key is not available: NO_PUBKEY 7EA0A9C3F273FCD8\n"
+                            f"E: The repository '{url} InRelease' is not signed.")
+                continue
+            lists.append(url)
+            if "-qq" not in opts:
+                out(f"Get:1 {url} InRelease [1,477 B]")
+        write(STATE / "apt" / "lists.json", json.dumps(lists) + "\n")
+        if errs:
+            raise Exit(100, "\n".join(errs))
+        if "-qq" not in opts and "-q" not in opts:
+            out("Reading package lists... Done")
+        return 0
+    if cmd == "install":
+        if not {"-y", "--yes", "--assume-yes"} & set(opts):
+            raise Exit(1, "", "Do you want to continue? [Y/n] Abort.")
+        try:
+            lists = json.loads((STATE / "apt" / "lists.json").read_text())
+        except OSError:
+            lists = []
+        cat = _catalog(lists)
+        reqs = []
+        for p in pkgs:
+            name, _, ver = p.partition("=")
+            reqs.append((name, ver or None))
+        picks = _resolve(reqs, cat, apt=True)
+        have = _installed()
+        held = _held()
+        for name, ver in picks:
+            if name in have and have[name] != ver:
+                if name in held and "--allow-change-held-packages" not in opts:
+                    raise Exit(100, "E: Held packages were changed and -y was used without "
+                                    "--allow-change-held-packages.")
+                if _vkey(ver) < _vkey(have[name]) and "--allow-downgrades" not in opts:
+                    raise Exit(100, "E: Packages were downgraded and -y was used without --allow-downgrades.")
+        for name, ver in picks:
+            if have.get(name) == ver:
+                if "-qq" not in opts:
+                    out(f"{name} is already the newest version ({ver}).")
+                continue
+            out(f"Selecting previously unselected package {name}." if name not in have
+                else f"Preparing to unpack .../{name}_{ver}_amd64.deb ...")
+            out(f"Unpacking {name} ({ver}) ...")
+            _install(name, ver)
+            out(f"Setting up {name} ({ver}) ...")
+        return 0
+    raise Exit(100, f"E: Invalid operation {cmd} (not simulated by the gpuk8s lab)")
+
+
+def _held() -> list[str]:
+    f = STATE / "apt" / "held"
+    return f.read_text().split() if f.exists() else []
+
+
+def apt_mark(args: list[str]) -> int:
+    words = [a for a in args if not a.startswith("-")]
+    if not words:
+        raise Exit(100, "E: No command given")
+    cmd, pkgs = words[0], words[1:]
+    held = _held()
+    if cmd == "showhold":
+        out("\n".join(held)) if held else None
+        return 0
+    if cmd not in ("hold", "unhold"):
+        raise Exit(100, f"E: Invalid operation {cmd}")
+    if not is_root():
+        raise Exit(100, "E: Could not create temporary file for /var/lib/apt/extended_states - "
+                        "mkstemp (13: Permission denied)")
+    have = _installed()
+    for p in pkgs:
+        if p not in have:
+            raise Exit(100, f"E: Can't select installed nor candidate version from package '{p}' "
+                            "as it has neither of them")
+        if cmd == "hold":
+            out(f"{p} was already set on hold." if p in held else f"{p} set on hold.")
+            if p not in held:
+                held.append(p)
+        else:
+            out(f"Canceled hold on {p}." if p in held else f"{p} was already not on hold.")
+            if p in held:
+                held.remove(p)
+    write(STATE / "apt" / "held", "".join(h + "\n" for h in held))
+    return 0
+
+
+def dnf(args: list[str]) -> int:
+    opts = [a for a in args if a.startswith("-")]
+    words = [a for a in args if not a.startswith("-")]
+    if not words:
+        raise Exit(1, "usage: dnf [options] COMMAND")
+    cmd, pkgs = words[0], words[1:]
+    if cmd in ("makecache", "check-update"):
+        return 0
+    if cmd != "install":
+        raise Exit(1, f"No such command: {cmd}. (not simulated by the gpuk8s lab)")
+    if not is_root():
+        raise Exit(1, "Error: This command has to be run with superuser privileges (under the root user "
+                      "on most systems).")
+    if not {"-y", "--assumeyes"} & set(opts):
+        raise Exit(1, "", "Is this ok [y/N]: Operation aborted.")
+    repos = _sources("yum")
+    disable = any(o.startswith("--disableexcludes=") and o.split("=", 1)[1] in ("kubernetes", "all")
+                  for o in opts)
+    cat = _catalog([u for u, _ in repos])
+    if not disable:
+        for _, exclude in repos:
+            for name in exclude.split():
+                cat.pop(name, None)
+    reqs = []
+    for p in pkgs:
+        p = FILE_PROVIDES.get(p, p)
+        name = p
+        ver = None
+        for cand in sorted(cat, key=len, reverse=True):
+            if p == cand or p.startswith(cand + "-"):
+                name, ver = cand, (p[len(cand) + 1:] or None) if p != cand else None
+                break
+        if ver is not None and not ver.endswith("*"):
+            ver += "*"   # `kubelet-1.36.2` matches 1.36.2-150500.1.1
+        reqs.append((name, ver))
+    picks = _resolve(reqs, cat, apt=False)
+    out("Dependencies resolved.")
+    have = _installed()
+    for name, ver in picks:
+        if have.get(name) == ver:
+            out(f"Package {name}-{ver}.x86_64 is already installed.")
+            continue
+        out(f"  Installing       : {name}-{ver}.x86_64")
+        _install(name, ver)
+    out("Complete!")
+    return 0
+
+
+# --------------------------------------------------------------------------- small tools
+
+KNOWN_HOSTS = ("download.docker.com", "pkgs.k8s.io", "raw.githubusercontent.com", "github.com",
+               "prod-cdn.packages.k8s.io")
+
+
+def curl(args: list[str]) -> int:
+    outfile = None
+    url = None
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in ("-o", "--output"):
+            outfile = args[i + 1]
+            i += 1
+        elif not a.startswith("-"):
+            url = a
+        i += 1
+    if not url:
+        raise Exit(2, "curl: no URL specified!")
+    host = re.sub(r"^[a-z]+://", "", url).split("/", 1)[0]
+    if host not in KNOWN_HOSTS:
+        raise Exit(6, f"curl: (6) Could not resolve host: {host}")
+    body = ("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n"
+            f"gpuk8s lab placeholder for {url}\n"
+            "-----END PGP PUBLIC KEY BLOCK-----\n")
+    if outfile:
+        write(outfile, body)
+    else:
+        sys.stdout.write(body)
+    return 0
+
+
+def gpg(args: list[str]) -> int:
+    if "--dearmor" not in args:
+        raise Exit(2, "gpg: gpuk8s lab simulator handles only --dearmor")
+    outfile = args[args.index("-o") + 1] if "-o" in args else None
+    data = sys.stdin.buffer.read()
+    if b"BEGIN PGP" not in data:
+        raise Exit(2, "gpg: no valid OpenPGP data found.")
+    binary = b"\x99\x01\x0d" + hashlib.sha256(data).digest()
+    if outfile:
+        if Path(outfile).exists() and "--yes" not in args:
+            raise Exit(2, f"File '{outfile}' exists. Overwrite? (y/N) gpg: signal Interrupt caught ... exiting")
+        write(outfile, binary)
+    else:
+        sys.stdout.buffer.write(binary)
+    return 0
+
+
+def _bridge_tmpfs_mounted() -> bool:
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        if line.split()[4] == "/proc/sys/net/bridge":
+            return True
+    return False
+
+
+def modprobe(args: list[str]) -> int:
+    mods = [a for a in args if not a.startswith("-")]
+    if not is_root():
+        raise Exit(1, f"modprobe: ERROR: could not insert '{mods[0] if mods else ''}': Operation not permitted")
+    for m in mods:
+        m = m.replace("-", "_")
+        if m not in ("overlay", "br_netfilter", "nf_conntrack", "ip_vs", "nvidia", "nouveau"):
+            raise Exit(1, f"modprobe: FATAL: Module {m} not found in directory /lib/modules/{os.uname().release}")
+        if m in ("nvidia",):
+            raise Exit(1, f"modprobe: FATAL: Module {m} not found in directory /lib/modules/{os.uname().release}")
+        d = Path("/sys/module") / m
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "initstate").write_text("live\n")
+        if m == "overlay":
+            fs = Path("/proc/filesystems").read_text()
+            if "\toverlay\n" not in fs:
+                Path("/proc/filesystems").write_text(fs + "nodev\toverlay\n")
+        if m == "br_netfilter" and _bridge_tmpfs_mounted():
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.umount2(b"/proc/sys/net/bridge", 2) != 0:  # MNT_DETACH
+                raise Exit(1, f"modprobe: lab could not expose bridge sysctls (errno {ctypes.get_errno()})")
+    return 0
+
+
+SYSCTL_ALLOWED = ("net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables",
+                  "net.bridge.bridge-nf-call-ip6tables", "net.ipv6.conf.all.forwarding")
+
+
+def _sysctl_set(key: str, value: str) -> str | None:
+    key = key.strip().replace("/", ".")
+    if key not in SYSCTL_ALLOWED:
+        return f"sysctl: the gpuk8s lab does not apply {key} (only {', '.join(SYSCTL_ALLOWED)})"
+    p = Path("/proc/sys/" + key.replace(".", "/"))
+    if not p.exists():
+        return f"sysctl: cannot stat {p}: No such file or directory"
+    if not is_root():
+        return f"sysctl: permission denied on key \"{key}\""
+    p.write_text(value.strip() + "\n")
+    return None
+
+
+def sysctl(args: list[str]) -> int:
+    if "--system" in args:
+        if not is_root():
+            raise Exit(1, 'sysctl: permission denied on key "net.ipv4.ip_forward"')
+        files = []
+        for d in ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d"):
+            if Path(d).is_dir():
+                files += sorted(Path(d).glob("*.conf"))
+        by_name: dict[str, Path] = {}
+        for f in files:
+            by_name.setdefault(f.name, f)
+        ordered = [by_name[n] for n in sorted(by_name)]
+        if Path("/etc/sysctl.conf").is_file():
+            ordered.append(Path("/etc/sysctl.conf"))
+        rc = 0
+        for f in ordered:
+            out(f"* Applying {f} ...")
+            for line in f.read_text().splitlines():
+                line = line.strip()
+                if not line or line[0] in "#;" or "=" not in line:
+                    continue
+                k, v = (s.strip() for s in line.split("=", 1))
+                ignore = k.startswith("-")
+                k = k.lstrip("-")
+                if k not in SYSCTL_ALLOWED:
+                    continue   # the lab never touches the real machine's global sysctls
+                e = _sysctl_set(k, v)
+                if e:
+                    if not ignore:
+                        err(e)
+                else:
+                    out(f"{k} = {v}")
+        return rc
+    names = [a for a in args if not a.startswith("-")]
+    quiet = "-n" in args or "--values" in args
+    write_mode = "-w" in args or any("=" in a for a in names)
+    rc = 0
+    for a in names:
+        if write_mode and "=" in a:
+            k, v = a.split("=", 1)
+            e = _sysctl_set(k, v)
+            if e:
+                err(e)
+                rc = 255
+            else:
+                out(f"{k.strip()} = {v.strip()}")
+        else:
+            v = read_sysctl(a)
+            if v is None:
+                err(f"sysctl: cannot stat /proc/sys/{a.replace('.', '/')}: No such file or directory")
+                rc = 255
+            else:
+                out(v if quiet else f"{a} = {v}")
+    return rc
+
+
+def swapoff(args: list[str]) -> int:
+    if not is_root():
+        raise Exit(1, "swapoff: Not superuser.")
+    if "-a" in args or "--all" in args:
+        lines = Path("/proc/swaps").read_text().splitlines()
+        Path("/proc/swaps").write_text(lines[0] + "\n")
+        mi = Path("/proc/meminfo").read_text()
+        mi = re.sub(r"^(Swap(?:Total|Free):\s+)\d+", lambda m: m.group(1) + "0", mi, flags=re.M)
+        Path("/proc/meminfo").write_text(mi)
+        return 0
+    raise Exit(1, "swapoff: the gpuk8s lab simulates only `swapoff -a`")
+
+
+def containerd_check() -> int:
+    """Used by the systemctl simulator on (re)start of containerd: does the config load?"""
+    line = (STATE / "containerd" / "version_line").read_text() if (STATE / "containerd" / "version_line").exists() else ""
+    m = re.search(r"v?(\d+)\.(\d+)\.(\d+)", line.split(" ", 2)[-1] if line else "")
+    major = int(m.group(1)) if m else 2
+    p = Path("/etc/containerd/config.toml")
+    if not p.exists():
+        return 0
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        _journal("containerd", f'containerd: failed to load TOML: /etc/containerd/config.toml: {e}')
+        return 1
+    version = int(data.get("version", 1))
+    if (major >= 2 and version not in (2, 3)) or (major < 2 and version not in (1, 2)):
+        _journal("containerd", f"containerd: unsupported config version `{version}`")
+        return 1
+    return 0
+
+
+def _journal(unit: str, line: str) -> None:
+    f = STATE / "journal" / unit
+    f.parent.mkdir(parents=True, exist_ok=True)
+    with open(f, "a") as fh:
+        fh.write(f"{time.strftime('%b %d %H:%M:%S')} {host_state().get('hostname') or host_name()} "
+                 f"{unit}[{os.getpid()}]: {line}\n")
+
+
+def journalctl(args: list[str]) -> int:
+    unit = None
+    n = 10
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in ("-u", "--unit"):
+            unit = args[i + 1]
+            i += 1
+        elif a.startswith("--unit="):
+            unit = a.split("=", 1)[1]
+        elif a in ("-n", "--lines"):
+            n = int(args[i + 1])
+            i += 1
+        elif a.startswith("--lines="):
+            n = int(a.split("=", 1)[1])
+        i += 1
+    if not unit:
+        raise Exit(1, "journalctl: the gpuk8s lab simulates only `journalctl -u UNIT`")
+    unit = unit.removesuffix(".service")
+    lines = []
+    f = STATE / "journal" / unit
+    if f.exists():
+        lines = f.read_text().splitlines()
+    if unit == "kubelet":
+        lines += _kubelet_journal()
+    if not lines:
+        out("-- No entries --")
+        return 0
+    out("\n".join(lines[-n:]))
+    return 0
+
+
+def _kubelet_journal() -> list[str]:
+    ts = time.strftime("%b %d %H:%M:%S")
+    me = host_state().get("hostname") or host_name()
+    pre = f"{ts} {me} kubelet[2107]: "
+    if not Path("/usr/bin/kubelet").exists() and not version_file("kubelet"):
+        return []
+    if swap_on():
+        return [pre + 'E0820 10:00:01.000000    2107 run.go:72] "command failed" err="failed to run Kubelet: '
+                'running with swap on is not supported, please disable swap or set --fail-swap-on flag to false"']
+    if not Path("/etc/kubernetes/kubelet.conf").exists():
+        return [pre + 'E0820 10:00:01.000000    2107 run.go:72] "command failed" err="failed to load kubelet '
+                'config file, path: /var/lib/kubelet/config.yaml, error: failed to load Kubelet config file '
+                '/var/lib/kubelet/config.yaml, error failed to read kubelet config file '
+                '\\"/var/lib/kubelet/config.yaml\\", error: open /var/lib/kubelet/config.yaml: no such file or directory"']
+    with cluster_lock(shared=True) as c:
+        node = next((nd for nd in c.get("nodes", {}).values() if nd.get("host") == host_name()), None)
+        ready = bool(node) and node_ready(c, node)[0] == "True"
+    if ready:
+        return [pre + 'I0820 10:00:05.000000    2107 kubelet_node_status.go:75] "Successfully registered node"',
+                pre + 'I0820 10:00:09.000000    2107 kubelet_node_status.go:497] "Fast updating node status as it just became ready"']
+    return [pre + 'E0820 10:00:05.000000    2107 kubelet.go:3117] "Container runtime network not ready" '
+            'networkReady="NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns '
+            'error: cni plugin not initialized"',
+            pre + 'E0820 10:00:06.000000    2107 pod_workers.go:1301] "Error syncing pod, skipping" '
+            'err="network is not ready: container runtime network not ready: NetworkReady=false '
+            'reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized"']
+
+
+# --------------------------------------------------------------------------- the shared cluster
+
+@contextmanager
+def cluster_lock(shared: bool = False):
+    SHARED.mkdir(parents=True, exist_ok=True)
+    with open(CLUSTER_LOCK, "a+") as lk:
+        fcntl.flock(lk, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        c = json.loads(CLUSTER.read_text()) if CLUSTER.exists() else {}
+        before = json.dumps(c, sort_keys=True)
+        yield c
+        if not shared and json.dumps(c, sort_keys=True) != before:
+            tmp = CLUSTER.with_name(f"cluster.json.{os.getpid()}")
+            tmp.write_text(json.dumps(c, indent=1, sort_keys=True))
+            os.replace(tmp, CLUSTER)
+
+
+def new_ca(name: str) -> tuple[str, str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes")])
+    t = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(t - dt.timedelta(minutes=5)).not_valid_after(t + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                         key_encipherment=True, data_encipherment=False, key_agreement=False,
+                                         key_cert_sign=True, crl_sign=False, encipher_only=False,
+                                         decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM).decode(),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                              serialization.NoEncryption()).decode())
+
+
+def ca_hash(pem: str) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+def host_units_of(host: str) -> dict[str, list[str]]:
+    f = other_host_dir(host) / "gpuk8s-lab" / "units"
+    u = {}
+    if f.exists():
+        for line in f.read_text().splitlines():
+            p = line.split()
+            if len(p) == 3:
+                u[p[0]] = p[1:]
+    return u
+
+
+def host_fixture_of(host: str) -> dict:
+    try:
+        return json.loads((other_host_dir(host) / "gpuk8s-lab" / "state.json").read_text())
+    except OSError:
+        return {}
+
+
+def calico_status(c: dict) -> dict:
+    """{'ok': bool, 'items': {name: (available, degraded, message)}} from the applied objects."""
+    objs = c.get("objects", {})
+    inst = objs.get("installation")
+    if not objs.get("operator") or not objs.get("crds") or not inst:
+        return {"ok": False, "items": {}, "reason": "no Installation" if objs.get("operator") else "no operator"}
+    pod_nets = [ipaddress.ip_network(p.strip(), strict=False) for p in c.get("pod_subnet", "").split(",") if p.strip()]
+    pools = (((inst.get("spec") or {}).get("calicoNetwork") or {}).get("ipPools")) or []
+    bad = None
+    for p in pools:
+        try:
+            net = ipaddress.ip_network(p.get("cidr", ""), strict=False)
+        except ValueError:
+            bad = f"IPPool {p.get('cidr')} is not a valid CIDR"
+            break
+        if not any(net.version == pn.version and net.subnet_of(pn) for pn in pod_nets):
+            bad = (f"Could not resolve CalicoNetwork IPPool and kubeadm configuration: IPPool {p.get('cidr')} "
+                   f"is not within the platform's configured pod network CIDR(s) "
+                   f"[{' '.join(str(n) for n in pod_nets)}]")
+            break
+    settled = now() - objs.get("installation_applied", 0) >= CALICO_DELAY
+    items = {}
+    names = ["apiserver", "calico", "ippools"] + [n for n in ("goldmane", "whisker") if objs.get(n)]
+    for n in names:
+        if bad and n in ("calico", "ippools"):
+            items[n] = ("False", "True", bad)
+        elif bad and n != "calico":
+            items[n] = ("False", "False", "Waiting for calico to be available")
+        elif not settled:
+            items[n] = ("False", "False", "Not all pods are running")
+        else:
+            items[n] = ("True", "False", "All Objects Available")
+    return {"ok": not bad and settled, "items": items, "bad": bad}
+
+
+def node_ready(c: dict, node: dict) -> tuple[str, str, str]:
+    """(status, reason, message) of the node's Ready condition."""
+    u = host_units_of(node["host"])
+    fxs = host_fixture_of(node["host"])
+    if u.get("kubelet.service", ["inactive"])[0] != "active":
+        return "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status."
+    if u.get("containerd.service", ["inactive"])[0] != "active":
+        return ("False", "KubeletNotReady", "container runtime is down, PLEG is not healthy: pleg was last seen "
+                "active 3m0s ago; threshold is 3m0s")
+    if fxs.get("kubelet_never_ready"):
+        return ("False", "KubeletNotReady", "container runtime network not ready: NetworkReady=false "
+                "reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized")
+    if not calico_status(c)["ok"]:
+        return ("False", "KubeletNotReady", "container runtime network not ready: NetworkReady=false "
+                "reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized")
+    return "True", "KubeletReady", "kubelet is posting ready status"
+
+
+# --------------------------------------------------------------------------- kubeadm
+
+V1BETA4_FIELDS = {
+    "InitConfiguration": {"apiVersion", "kind", "bootstrapTokens", "certificateKey", "localAPIEndpoint",
+                          "nodeRegistration", "skipPhases", "patches", "dryRun", "timeouts"},
+    "ClusterConfiguration": {"apiVersion", "kind", "etcd", "networking", "kubernetesVersion",
+                             "controlPlaneEndpoint", "apiServer", "controllerManager", "scheduler", "dns",
+                             "proxy", "certificatesDir", "imageRepository", "featureGates", "clusterName",
+                             "encryptionAlgorithm", "certificateValidityPeriod",
+                             "caCertificateValidityPeriod", "upgrade"},
+    "JoinConfiguration": {"apiVersion", "kind", "dryRun", "nodeRegistration", "caCertPath", "discovery",
+                          "controlPlane", "skipPhases", "patches", "timeouts"},
+    "ResetConfiguration": {"apiVersion", "kind", "cleanupTmpDir", "certificatesDir", "criSocket", "dryRun",
+                           "force", "ignorePreflightErrors", "skipPhases", "unmountFlags"},
+}
+V1BETA3_FIELDS = {
+    "InitConfiguration": V1BETA4_FIELDS["InitConfiguration"] - {"dryRun", "timeouts"},
+    "ClusterConfiguration": V1BETA4_FIELDS["ClusterConfiguration"] - {"encryptionAlgorithm",
+                                                                      "certificateValidityPeriod",
+                                                                      "caCertificateValidityPeriod", "upgrade"},
+    "JoinConfiguration": V1BETA4_FIELDS["JoinConfiguration"] - {"dryRun", "timeouts"},
+}
+SUB_FIELDS = {
+    "nodeRegistration": {"name", "criSocket", "taints", "kubeletExtraArgs", "ignorePreflightErrors",
+                         "imagePullPolicy", "imagePullSerial"},
+    "localAPIEndpoint": {"advertiseAddress", "bindPort"},
+    "networking": {"serviceSubnet", "podSubnet", "dnsDomain"},
+    "discovery": {"bootstrapToken", "file", "tlsBootstrapToken", "timeout"},
+    "bootstrapToken": {"token", "apiServerEndpoint", "caCertHashes", "unsafeSkipCAVerification"},
+    "controlPlane": {"localAPIEndpoint", "certificateKey"},
+    "bootstrapTokens[]": {"token", "description", "ttl", "expires", "usages", "groups"},
+    "taints[]": {"key", "value", "effect", "timeAdded"},
+}
+OTHER_KINDS = {("kubelet.config.k8s.io/v1beta1", "KubeletConfiguration"),
+               ("kubeproxy.config.k8s.io/v1alpha1", "KubeProxyConfiguration")}
+
+
+def _kubeadm_minor() -> int:
+    v = version_file("kubeadm") or "1.36.0"
+    return int(v.split(".")[1])
+
+
+def _strict(kind: str, api: str, doc: dict, allowed: set[str]) -> None:
+    gvk = f'schema.GroupVersionKind{{Group:"kubeadm.k8s.io", Version:"{api}", Kind:"{kind}"}}'
+
+    def unknown(path: str) -> Exit:
+        return Exit(1, f"error unmarshaling configuration {gvk}: strict decoding error: unknown field \"{path}\"")
+
+    for k in doc:
+        if k not in allowed:
+            raise unknown(k)
+    for sub, prefix in (("nodeRegistration", "nodeRegistration"), ("localAPIEndpoint", "localAPIEndpoint"),
+                        ("networking", "networking"), ("discovery", "discovery"), ("controlPlane", "controlPlane")):
+        val = doc.get(sub)
+        if isinstance(val, dict):
+            for k in val:
+                if k not in SUB_FIELDS[sub]:
+                    raise unknown(f"{prefix}.{k}")
+    d = doc.get("discovery") or {}
+    if isinstance(d.get("bootstrapToken"), dict):
+        for k in d["bootstrapToken"]:
+            if k not in SUB_FIELDS["bootstrapToken"]:
+                raise unknown(f"discovery.bootstrapToken.{k}")
+    cp = doc.get("controlPlane") or {}
+    if isinstance(cp.get("localAPIEndpoint"), dict):
+        for k in cp["localAPIEndpoint"]:
+            if k not in SUB_FIELDS["localAPIEndpoint"]:
+                raise unknown(f"controlPlane.localAPIEndpoint.{k}")
+    for t in doc.get("bootstrapTokens") or []:
+        for k in t:
+            if k not in SUB_FIELDS["bootstrapTokens[]"]:
+                raise unknown(f"bootstrapTokens[0].{k}")
+    nr = doc.get("nodeRegistration") or {}
+    for t in nr.get("taints") or []:
+        for k in t:
+            if k not in SUB_FIELDS["taints[]"]:
+                raise unknown(f"nodeRegistration.taints[0].{k}")
+        if t.get("effect") not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+            raise Exit(1, f"nodeRegistration.taints[0].effect: Unsupported value: \"{t.get('effect')}\": "
+                          'supported values: "NoExecute", "NoSchedule", "PreferNoSchedule"')
+    kea = nr.get("kubeletExtraArgs")
+    if kea is not None:
+        if api == "v1beta4" and not isinstance(kea, list):
+            raise Exit(1, f"error unmarshaling configuration {gvk}: json: cannot unmarshal object into Go "
+                          "struct field NodeRegistrationOptions.nodeRegistration.kubeletExtraArgs of type "
+                          "[]v1beta4.Arg")
+        if api == "v1beta3" and not isinstance(kea, dict):
+            raise Exit(1, f"error unmarshaling configuration {gvk}: json: cannot unmarshal array into Go "
+                          "struct field NodeRegistrationOptions.nodeRegistration.kubeletExtraArgs of type "
+                          "map[string]string")
+
+
+def load_config(path: str, want: str) -> dict[str, dict]:
+    """Parse a kubeadm --config file strictly; returns {kind: doc}."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise Exit(1, f"unable to read config from \"{path}\" : open {path}: {e.strerror.lower()}")
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as e:
+        raise Exit(1, f"error converting YAML to JSON: {e}")
+    minor = _kubeadm_minor()
+    kinds: dict[str, dict] = {}
+    for d in docs:
+        if not isinstance(d, dict) or "apiVersion" not in d or "kind" not in d:
+            raise Exit(1, "error decoding \"kind\" or \"apiVersion\" from config: Object 'Kind' is missing in "
+                          f"'{json.dumps(d)[:200]}'")
+        api_full, kind = d["apiVersion"], d["kind"]
+        if (api_full, kind) in OTHER_KINDS:
+            kinds[kind] = d
+            continue
+        group, _, api = api_full.partition("/")
+        if group != "kubeadm.k8s.io":
+            raise Exit(1, f'no kind "{kind}" is registered for version "{api_full}" in scheme '
+                          '"k8s.io/kubernetes/cmd/kubeadm/app/util/config/strict/strict.go:38"')
+        table = {"v1beta4": V1BETA4_FIELDS, "v1beta3": V1BETA3_FIELDS if minor < 36 else {}}.get(api)
+        if table is None or kind not in table:
+            if api in ("v1beta1", "v1beta2"):
+                raise Exit(1, f"your configuration file uses an old API spec: \"{api_full}\" (kind: "
+                              f"\"{kind}\"). Please use kubeadm v1.22 instead and run 'kubeadm config migrate "
+                              "--old-config old.yaml --new-config new.yaml', which will write the new, similar spec "
+                              "using a newer API version.")
+            raise Exit(1, f'no kind "{kind}" is registered for version "{api_full}" in scheme '
+                          '"k8s.io/kubernetes/cmd/kubeadm/app/apis/kubeadm/scheme/scheme.go:31"')
+        if api == "v1beta3":
+            err(f"W0820 10:00:00.000000 {os.getpid()} common.go:101] your configuration file uses a deprecated API "
+                f"spec: \"{api_full}\" (kind: \"{kind}\"). Please use 'kubeadm config migrate --old-config "
+                "old-config-file --new-config new-config-file', which will write the new, similar spec using a "
+                "newer API version.")
+        _strict(kind, api, d, table[kind])
+        if kind in kinds:
+            raise Exit(1, f"duplicate {kind} document in {path}")
+        kinds[kind] = d
+    if want == "init":
+        if "JoinConfiguration" in kinds:
+            raise Exit(1, "unexpected JoinConfiguration in the init configuration")
+        if "InitConfiguration" not in kinds and "ClusterConfiguration" not in kinds:
+            raise Exit(1, "no InitConfiguration or ClusterConfiguration kind was found in the YAML file")
+    if want == "join" and "JoinConfiguration" not in kinds:
+        raise Exit(1, f"no JoinConfiguration kind was found in the YAML file {path}")
+    return kinds
+
+
+ALLOWED_WITH_CONFIG = {"config", "upload-certs", "v", "ignore-preflight-errors", "dry-run", "kubeconfig",
+                       "node-name", "print-join-command", "rootfs", "log-file", "certificate-key", "skip-phases",
+                       "skip-token-print", "skip-certificate-key-print", "skip-log-headers", "experimental-upload-certs"}
+
+
+def parse_flags(args: list[str]) -> tuple[dict[str, str | bool], list[str]]:
+    flags: dict[str, str | bool] = {}
+    pos: list[str] = []
+    takes_value = {"config", "v", "ignore-preflight-errors", "kubeconfig", "node-name", "rootfs", "log-file",
+                   "certificate-key", "skip-phases", "token", "discovery-token-ca-cert-hash",
+                   "pod-network-cidr", "control-plane-endpoint", "apiserver-advertise-address",
+                   "service-cidr", "kubernetes-version", "cri-socket", "ttl", "description", "groups",
+                   "usages", "discovery-token", "tls-bootstrap-token", "apiserver-bind-port"}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a.startswith("-") and a != "-":
+            name = a.lstrip("-")
+            if "=" in name:
+                name, val = name.split("=", 1)
+                flags[name] = val
+            elif name in takes_value and i + 1 < len(args):
+                flags[name] = args[i + 1]
+                i += 1
+            else:
+                flags[name] = True
+        else:
+            pos.append(a)
+        i += 1
+    return flags, pos
+
+
+def _mixed(flags: dict) -> None:
+    if "config" in flags:
+        bad = sorted(f for f in flags if f not in ALLOWED_WITH_CONFIG and not f.startswith("skip-"))
+        if bad:
+            raise Exit(1, "can not mix '--config' with arguments [" + " ".join(bad) + "]")
+
+
+def _fatal(phase: str, msg: str) -> Exit:
+    return Exit(1, f"error execution phase {phase}: {msg}\nTo see the stack trace of this error execute with "
+                   "--v=5 or higher")
+
+
+def _listening_ports() -> set[int]:
+    ports = set()
+    for f in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            for line in Path(f).read_text().splitlines()[1:]:
+                parts = line.split()
+                if parts[3] == "0A":
+                    ports.add(int(parts[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            pass
+    return ports
+
+
+def _cri_error() -> str | None:
+    u = units()
+    have = (STATE / "containerd" / "version_line").exists() and Path("/usr/bin/containerd").exists() \
+        or (STATE / "containerd" / "version_line").exists() and Path("/usr/local/bin/containerd").exists()
+    sock = "unix:///var/run/containerd/containerd.sock"
+    if not have or u.get("containerd.service", ["inactive"])[0] != "active":
+        return (f"[ERROR CRI]: could not connect to the container runtime: failed to create new CRI runtime "
+                f"service: validate service connection: validate CRI v1 runtime API for endpoint \"{sock}\": "
+                f"rpc error: code = Unavailable desc = connection error: desc = \"transport: Error while "
+                f"dialing: dial unix /var/run/containerd/containerd.sock: connect: no such file or directory\"")
+    try:
+        data = tomllib.loads(Path("/etc/containerd/config.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        data = {}
+    if any(p in ("cri", "io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime")
+           for p in data.get("disabled_plugins") or []):
+        return (f"[ERROR CRI]: container runtime is not running: output: time=\"2026-08-20T10:00:00Z\" "
+                f"level=fatal msg=\"validate service connection: validate CRI v1 runtime API for endpoint "
+                f"\\\"{sock}\\\": rpc error: code = Unimplemented desc = unknown service "
+                f"runtime.v1.RuntimeService\"\n, error: exit status 1")
+    return None
+
+
+def _preflight(kind: str, cp: bool, bind_port: int, ignore: set[str]) -> tuple[list[str], list[str]]:
+    """(errors, warnings) of kubeadm's own preflight for init / join."""
+    errors: list[tuple[str, str]] = []
+    warns: list[tuple[str, str]] = []
+    if not is_root():
+        raise Exit(1, "error execution phase preflight: [preflight] Some fatal errors occurred:\n"
+                      "\t[ERROR IsPrivilegedUser]: user is not running as root\n"
+                      "[preflight] If you know what you are doing, you can make a check non-fatal with "
+                      "`--ignore-preflight-errors=...`")
+    if cp:
+        try:
+            cpus = Path("/sys/devices/system/cpu/online").read_text().strip()
+            n = sum((int(b) - int(a) + 1) if "-" in r else 1
+                    for r in cpus.split(",") for a, _, b in [r.partition("-")])
+        except OSError:
+            n = 8
+        if n < 2:
+            errors.append(("NumCPU", f"the number of available CPUs {n} is less than the required 2"))
+        m = re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())
+        mb = int(m.group(1)) // 1024 if m else 32768
+        if mb < 1700:
+            errors.append(("Mem", f"the system RAM ({mb} MB) is less than the minimum 1700 MB"))
+    e = _cri_error()
+    if e:
+        errors.append(("CRI", e.split("]: ", 1)[1]))
+    if swap_on():
+        warns.append(("Swap", "swap is supported for cgroup v2 only. The kubelet must be properly configured "
+                              "to use swap. Please refer to https://kubernetes.io/docs/concepts/architecture/"
+                              "nodes/#swap-memory, or disable swap on the node"))
+    if kind == "init" and read_sysctl("net.ipv4.ip_forward") != "1":
+        errors.append(("FileContent--proc-sys-net-ipv4-ip_forward",
+                       "/proc/sys/net/ipv4/ip_forward contents are not set to 1"))
+    listening = _listening_ports()
+    ports = [10250] + ([bind_port, 10259, 10257, 2379, 2380] if cp else [])
+    for p in ports:
+        if p in listening:
+            errors.append((f"Port-{p}", f"Port {p} is in use"))
+    if cp:
+        for comp in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"):
+            f = f"/etc/kubernetes/manifests/{comp}.yaml"
+            if Path(f).exists():
+                errors.append((f"FileAvailable--etc-kubernetes-manifests-{comp}.yaml", f"{f} already exists"))
+        if Path("/var/lib/etcd").is_dir() and any(Path("/var/lib/etcd").iterdir()):
+            errors.append(("DirAvailable--var-lib-etcd", "/var/lib/etcd is not empty"))
+    if kind == "join":
+        for f in ("/etc/kubernetes/kubelet.conf", "/etc/kubernetes/bootstrap-kubelet.conf"):
+            if Path(f).exists():
+                name = "FileAvailable-" + f.replace("/", "-").replace(".", ".")
+                errors.append((name, f"{f} already exists"))
+        if not cp and Path("/etc/kubernetes/pki/ca.crt").exists():
+            errors.append(("FileAvailable--etc-kubernetes-pki-ca.crt", "/etc/kubernetes/pki/ca.crt already exists"))
+        knob = host_state().get("fail_join")
+        if knob:
+            errors.append(("Port-10250", "Port 10250 is in use") if knob is True or knob == "port"
+                          else ("KubeletVersion", str(knob)))
+    for b in ("ip", "iptables", "mount", "nsenter"):
+        if not any(os.access(f"{d}/{b}", os.X_OK) for d in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin")):
+            errors.append((f"FileExisting-{b}", f"{b} not found in system path"))
+    kv = version_file("kubelet")
+    if not kv or not (Path("/usr/bin/kubelet").exists() or Path("/usr/local/bin/kubelet").exists()):
+        errors.append(("KubeletVersion", "couldn't get kubelet version: cannot execute 'kubelet --version': "
+                                         'exec: "kubelet": executable file not found in $PATH'))
+    if "kubelet.service" not in units() or units()["kubelet.service"][1] != "enabled":
+        warns.append(("Service-Kubelet", "kubelet service is not enabled, please run 'systemctl enable "
+                                         "kubelet.service'"))
+    ign = {i.lower() for i in ignore}
+    fatal = [f"\t[ERROR {n}]: {m}" for n, m in errors if n.lower() not in ign and "all" not in ign]
+    warn = [f"\t[WARNING {n}]: {m}" for n, m in warns] + \
+           [f"\t[WARNING {n}]: {m}" for n, m in errors if n.lower() in ign or "all" in ign]
+    return fatal, warn
+
+
+def _run_preflight(kind: str, cp: bool, bind_port: int, ignore: set[str]) -> None:
+    out("[preflight] Running pre-flight checks")
+    fatal, warns = _preflight(kind, cp, bind_port, ignore)
+    for w in warns:
+        err(w)
+    if fatal:
+        raise Exit(1, "error execution phase preflight: [preflight] Some fatal errors occurred:\n"
+                   + "\n".join(fatal)
+                   + "\n[preflight] If you know what you are doing, you can make a check non-fatal with "
+                     "`--ignore-preflight-errors=...`\nTo see the stack trace of this error execute with "
+                     "--v=5 or higher")
+
+
+def _kubeconfig(cluster: str, server: str, ca_pem: str, user: str) -> str:
+    fake = base64.b64encode(b"-----BEGIN LAB FAKE-----\n" + secrets.token_bytes(48) + b"\n-----END LAB FAKE-----\n").decode()
+    doc = {"apiVersion": "v1", "clusters": [{"cluster": {
+        "certificate-authority-data": base64.b64encode(ca_pem.encode()).decode(), "server": server},
+        "name": cluster}],
+        "contexts": [{"context": {"cluster": cluster, "user": user}, "name": f"{user}@{cluster}"}],
+        "current-context": f"{user}@{cluster}", "kind": "Config", "preferences": {},
+        "users": [{"name": user, "user": {"client-certificate-data": fake, "client-key-data": fake}}]}
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _kubelet_args(nr: dict) -> dict[str, str]:
+    kea = nr.get("kubeletExtraArgs") or []
+    if isinstance(kea, dict):
+        return {str(k): str(v) for k, v in kea.items()}
+    return {str(a.get("name")): str(a.get("value")) for a in kea}
+
+
+def _register(c: dict, nr: dict, cp: bool, address: str) -> dict:
+    name = nr.get("name") or socket.gethostname()
+    args = _kubelet_args(nr)
+    labels = {"beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
+              "kubernetes.io/arch": "amd64", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
+    for kv in filter(None, args.get("node-labels", "").split(",")):
+        k, _, v = kv.partition("=")
+        labels[k] = v
+    if cp:
+        labels["node-role.kubernetes.io/control-plane"] = ""
+        labels["node.kubernetes.io/exclude-from-external-load-balancers"] = ""
+    if "taints" in nr and nr["taints"] is not None:
+        taints = [{k: t[k] for k in ("key", "value", "effect") if t.get(k) not in (None, "")}
+                  for t in nr["taints"]]
+    else:
+        taints = [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}] if cp else []
+    kernel = (STATE / "kernel").read_text().strip() if (STATE / "kernel").exists() else os.uname().release
+    vl = (STATE / "containerd" / "version_line").read_text().split() if (STATE / "containerd" / "version_line").exists() else []
+    node = {"name": name, "host": host_name(), "address": args.get("node-ip") or address, "labels": labels,
+            "taints": taints, "cp": cp, "created": now(), "kubelet": version_file("kubelet") or "",
+            "uid": str(__import__("uuid").uuid4()), "os": os_pretty(), "kernel": kernel or os.uname().release,
+            "runtime": "containerd://" + (vl[2].lstrip("v") if len(vl) >= 3 else "unknown"),
+            "index": len(c.get("nodes", {}))}
+    c.setdefault("nodes", {})[name] = node
+    return node
+
+
+def _write_node_files(c: dict, cp: bool, node: str) -> None:
+    server = f"https://{c['endpoint']}"
+    pki = Path("/etc/kubernetes/pki")
+    pki.mkdir(parents=True, exist_ok=True)
+    write(pki / "ca.crt", c["ca_cert"])
+    if cp:
+        write(pki / "ca.key", c["ca_key"], 0o600)
+        for n in ("apiserver", "apiserver-kubelet-client", "front-proxy-ca", "front-proxy-client"):
+            write(pki / f"{n}.crt", c["ca_cert"])
+            write(pki / f"{n}.key", "-----BEGIN RSA PRIVATE KEY-----\nlab\n-----END RSA PRIVATE KEY-----\n", 0o600)
+        write(pki / "sa.pub", "-----BEGIN PUBLIC KEY-----\nlab\n-----END PUBLIC KEY-----\n")
+        write(pki / "sa.key", "-----BEGIN RSA PRIVATE KEY-----\nlab\n-----END RSA PRIVATE KEY-----\n", 0o600)
+        for conf, user in (("admin.conf", "kubernetes-admin"), ("super-admin.conf", "kubernetes-super-admin"),
+                           ("controller-manager.conf", "system:kube-controller-manager"),
+                           ("scheduler.conf", "system:kube-scheduler")):
+            write(f"/etc/kubernetes/{conf}", _kubeconfig(c["cluster_name"], server, c["ca_cert"], user), 0o600)
+        for comp in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+            write(f"/etc/kubernetes/manifests/{comp}.yaml", yaml.safe_dump({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": comp, "namespace": "kube-system", "labels": {"component": comp, "tier": "control-plane"}},
+                "spec": {"hostNetwork": True, "containers": [{"name": comp, "image": f"registry.k8s.io/{comp}:{c['version']}"}]}},
+                sort_keys=False), 0o600)
+        Path("/var/lib/etcd/member").mkdir(parents=True, exist_ok=True)
+    write("/etc/kubernetes/kubelet.conf", _kubeconfig(c["cluster_name"], server, c["ca_cert"], f"system:node:{node}"), 0o600)
+    write("/var/lib/kubelet/config.yaml", "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
+                                          "cgroupDriver: systemd\n")
+    write("/var/lib/kubelet/kubeadm-flags.env", 'KUBELET_KUBEADM_ARGS="--container-runtime-endpoint='
+                                                'unix:///var/run/containerd/containerd.sock"\n')
+
+
+def _parse_ttl(s: str | None) -> float:
+    if not s:
+        return 24 * 3600
+    total = 0.0
+    for num, unit in re.findall(r"([\d.]+)(h|m|s)", str(s)):
+        total += float(num) * {"h": 3600, "m": 60, "s": 1}[unit]
+    return total
+
+
+def _add_tokens(c: dict, tokens: list[dict], fail_if_exists: bool) -> list[str]:
+    made = []
+    for t in tokens or [{}]:
+        tok = t.get("token") or f"{secrets.token_hex(3)}.{secrets.token_hex(8)}"
+        m = TOKEN_RE.match(tok)
+        if not m:
+            raise Exit(1, f'the bootstrap token "{tok}" was not of the form "\\\\A([a-z0-9]{{6}})\\\\.([a-z0-9]{{16}})\\\\z"')
+        tid, sec = m.groups()
+        ttl = _parse_ttl(t.get("ttl"))
+        old = c.setdefault("tokens", {}).get(tid)
+        if old and fail_if_exists and old["expires"] > now():
+            raise Exit(1, f'failed to create or update bootstrap token with name bootstrap-token-{tid}: '
+                          f'a token with id "{tid}" already exists\nTo see the stack trace of this error '
+                          "execute with --v=5 or higher")
+        c["tokens"][tid] = {"secret": sec, "expires": now() + ttl if ttl > 0 else 1e12,
+                            "usages": t.get("usages") or ["signing", "authentication"]}
+        made.append(tok)
+    return made
+
+
+def kubeadm(args: list[str]) -> int:
+    if not args:
+        raise Exit(1, "kubeadm: missing command")
+    cmd = args[0]
+    if cmd == "init":
+        if len(args) > 1 and args[1] == "phase":
+            return kubeadm_phase(args[2:])
+        return kubeadm_init(args[1:])
+    if cmd == "join":
+        return kubeadm_join(args[1:])
+    if cmd == "token":
+        return kubeadm_token(args[1:])
+    if cmd == "reset":
+        return kubeadm_reset(args[1:])
+    if cmd == "config" and args[1:3] == ["images", "list"]:
+        v = "v" + (version_file("kubeadm") or "1.36.2")
+        out("\n".join(f"registry.k8s.io/{i}:{v}" for i in ("kube-apiserver", "kube-controller-manager",
+                                                           "kube-scheduler", "kube-proxy"))
+            + "\nregistry.k8s.io/coredns/coredns:v1.12.1\nregistry.k8s.io/pause:3.10.1\nregistry.k8s.io/etcd:3.6.5-0")
+        return 0
+    raise Exit(1, f"kubeadm: the gpuk8s lab does not simulate: kubeadm {' '.join(args)}")
+
+
+def _cp_address() -> str:
+    return host_state().get("address", "127.0.0.1")
+
+
+def kubeadm_init(args: list[str]) -> int:
+    flags, _ = parse_flags(args)
+    _mixed(flags)
+    if "config" not in flags:
+        raise Exit(1, "the gpuk8s lab kubeadm needs --config (gpuk8s always passes one)")
+    kinds = load_config(str(flags["config"]), "init")
+    ic = kinds.get("InitConfiguration", {})
+    cc = kinds.get("ClusterConfiguration", {})
+    nr = ic.get("nodeRegistration") or {}
+    ver = cc.get("kubernetesVersion") or "v" + (version_file("kubeadm") or "1.36.2")
+    out(f"[init] Using Kubernetes version: {ver}")
+    kminor = _kubeadm_minor()
+    vm = re.match(r"v?(\d+)\.(\d+)", ver)
+    if vm and int(vm.group(2)) > kminor:
+        err(f"\t[WARNING KubernetesVersion]: Kubernetes version is greater than kubeadm version. Please consider "
+            f"to upgrade kubeadm. Kubernetes version: {ver.lstrip('v')}. Kubeadm version: 1.{kminor}.x")
+    bind = int((ic.get("localAPIEndpoint") or {}).get("bindPort") or 6443)
+    ignore = set(str(flags.get("ignore-preflight-errors", "")).split(",")) - {""}
+    ignore |= set(nr.get("ignorePreflightErrors") or [])
+    _run_preflight("init", True, bind, ignore)
+    out("[preflight] Pulling images required for setting up a Kubernetes cluster\n"
+        "[preflight] This might take a minute or two, depending on the speed of your internet connection\n"
+        "[preflight] You can also perform this action beforehand using 'kubeadm config images pull'")
+    endpoint = cc.get("controlPlaneEndpoint") or f"{(ic.get('localAPIEndpoint') or {}).get('advertiseAddress') or _cp_address()}:{bind}"
+    if ":" not in endpoint.rsplit("]", 1)[-1]:
+        endpoint += f":{bind}"
+    name = nr.get("name") or socket.gethostname()
+    net = cc.get("networking") or {}
+    with cluster_lock() as c:
+        if c.get("initialized"):
+            raise _fatal("preflight", "[preflight] Some fatal errors occurred:\n\t[ERROR lab]: the lab cluster is "
+                         "already initialised from another host (`kubeadm reset -f` there first)")
+        ca, key = new_ca(cc.get("clusterName") or "kubernetes")
+        c.clear()
+        c.update({"initialized": False, "cluster_name": cc.get("clusterName") or "kubernetes", "endpoint": endpoint,
+                  "pod_subnet": net.get("podSubnet") or "", "service_subnet": net.get("serviceSubnet") or "10.96.0.0/12",
+                  "version": ver, "ca_cert": ca, "ca_key": key, "tokens": {}, "nodes": {}, "objects": {},
+                  "first_cp": host_name(), "created": now()})
+        out('[certs] Using certificateDir folder "/etc/kubernetes/pki"\n[certs] Generating "ca" certificate and key\n'
+            '[certs] Generating "apiserver" certificate and key\n'
+            f'[certs] apiserver serving cert is signed for DNS names [{endpoint.rsplit(":", 1)[0]} kubernetes '
+            f'kubernetes.default kubernetes.default.svc kubernetes.default.svc.cluster.local {name}]\n'
+            '[certs] Generating "apiserver-kubelet-client" certificate and key\n[certs] Generating "etcd/ca" certificate and key\n'
+            '[certs] Generating "sa" key and public key\n[kubeconfig] Using kubeconfig folder "/etc/kubernetes"\n'
+            f'[kubeconfig] Writing "admin.conf" kubeconfig file\n[kubeconfig] Writing "super-admin.conf" kubeconfig file\n'
+            '[kubeconfig] Writing "kubelet.conf" kubeconfig file\n[kubeconfig] Writing "controller-manager.conf" kubeconfig file\n'
+            '[kubeconfig] Writing "scheduler.conf" kubeconfig file\n[etcd] Creating static Pod manifest for local etcd in "/etc/kubernetes/manifests"\n'
+            '[control-plane] Using manifest folder "/etc/kubernetes/manifests"\n'
+            '[control-plane] Creating static Pod manifest for "kube-apiserver"\n'
+            '[control-plane] Creating static Pod manifest for "kube-controller-manager"\n'
+            '[control-plane] Creating static Pod manifest for "kube-scheduler"\n'
+            '[kubelet-start] Writing kubelet environment file with flags to file "/var/lib/kubelet/kubeadm-flags.env"\n'
+            '[kubelet-start] Writing kubelet configuration to file "/var/lib/kubelet/config.yaml"\n'
+            '[kubelet-start] Starting the kubelet\n'
+            '[wait-control-plane] Waiting for the kubelet to boot up the control plane as static Pods from directory "/etc/kubernetes/manifests"\n'
+            '[kubelet-check] Waiting for a healthy kubelet at http://127.0.0.1:10248/healthz. This can take up to 4m0s')
+        _write_node_files(c, True, name)
+        if swap_on():
+            set_unit("kubelet.service", "activating")
+            c["initialized"] = False
+            c["failed_init"] = True
+            out("[kubelet-check] The kubelet is not healthy after 4m0.000s\n\nUnfortunately, an error has occurred, "
+                "likely caused by:\n\t- The kubelet is not running\n\t- The kubelet is unhealthy due to a "
+                "misconfiguration of the node in some way (required cgroups disabled)\n\nIf you are on a "
+                "systemd-powered system, you can try to troubleshoot the error with the following commands:\n"
+                "\t- 'systemctl status kubelet'\n\t- 'journalctl -xeu kubelet'\n")
+            raise _fatal("wait-control-plane", "failed while waiting for the kubelet to start: The HTTP call equal "
+                         "to 'curl -sSL http://127.0.0.1:10248/healthz' returned error: Get "
+                         "\"http://127.0.0.1:10248/healthz\": dial tcp 127.0.0.1:10248: connect: connection refused")
+        set_unit("kubelet.service", "active")
+        out("[kubelet-check] The kubelet is healthy after 1.00123s\n"
+            "[control-plane-check] Waiting for healthy control plane components. This can take up to 4m0s\n"
+            f"[control-plane-check] Checking kube-apiserver at https://{_cp_address()}:{bind}/livez\n"
+            "[control-plane-check] kube-controller-manager is healthy after 1.5s\n"
+            "[control-plane-check] kube-scheduler is healthy after 2.1s\n"
+            "[control-plane-check] kube-apiserver is healthy after 3.0s\n"
+            '[upload-config] Storing the configuration used in ConfigMap "kubeadm-config" in the "kube-system" Namespace\n'
+            '[kubelet] Creating a ConfigMap "kubelet-config" in namespace kube-system with the configuration for the kubelets in the cluster')
+        c["initialized"] = True
+        key_hex = ic.get("certificateKey") or secrets.token_hex(32)
+        if "upload-certs" in flags:
+            c["certs"] = {"key": key_hex, "uploaded": now()}
+            out('[upload-certs] Storing the certificates in Secret "kubeadm-certs" in the "kube-system" Namespace\n'
+                f"[upload-certs] Using certificate key:\n{key_hex}")
+        _register(c, nr, True, (ic.get("localAPIEndpoint") or {}).get("advertiseAddress") or _cp_address())
+        tokens = _add_tokens(c, ic.get("bootstrapTokens") or [], False)
+        out(f"[mark-control-plane] Marking the node {name} as control-plane by adding the labels: "
+            "[node-role.kubernetes.io/control-plane node.kubernetes.io/exclude-from-external-load-balancers]")
+        ts = c["nodes"][name]["taints"]
+        if ts:
+            out(f"[mark-control-plane] Marking the node {name} as control-plane by adding the taints "
+                f"[{' '.join(t['key'] + ':' + t['effect'] for t in ts)}]")
+        out(f"[bootstrap-token] Using token: {tokens[0]}\n"
+            "[bootstrap-token] Configuring bootstrap tokens, cluster-info ConfigMap, RBAC Roles\n"
+            '[bootstrap-token] Creating the "cluster-info" ConfigMap in the "kube-public" namespace\n'
+            "[kubelet-finalize] Updating \"/etc/kubernetes/kubelet.conf\" to point to a rotatable kubelet client certificate and key\n"
+            "[addons] Applied essential addon: CoreDNS\n[addons] Applied essential addon: kube-proxy\n\n"
+            "Your Kubernetes control-plane has initialized successfully!\n\n"
+            "To start using your cluster, you need to run the following as a regular user:\n\n"
+            "  mkdir -p $HOME/.kube\n  sudo cp -i /etc/kubernetes/admin.conf $HOME/.kube/config\n"
+            "  sudo chown $(id -u):$(id -g) $HOME/.kube/config\n\n"
+            "Alternatively, if you are the root user, you can run:\n\n  export KUBECONFIG=/etc/kubernetes/admin.conf\n\n"
+            "You should now deploy a pod network to the cluster.\n"
+            'Run "kubectl apply -f [podnetwork].yaml" with one of the options listed at:\n'
+            "  https://kubernetes.io/docs/concepts/cluster-administration/addons/\n\n"
+            "You can now join any number of control-plane nodes running the following command on each as root:\n\n"
+            f"  kubeadm join {endpoint} --token {tokens[0]} \\\n"
+            f"\t--discovery-token-ca-cert-hash {ca_hash(c['ca_cert'])} \\\n"
+            f"\t--control-plane --certificate-key {key_hex}\n\n"
+            "Please note that the certificate-key gives access to cluster sensitive data, keep it secret!\n"
+            "As a safeguard, uploaded-certs will be deleted in two hours; If necessary, you can use\n"
+            '"kubeadm init phase upload-certs --upload-certs" to reload certs afterward.\n\n'
+            "Then you can join any number of worker nodes by running the following on each as root:\n\n"
+            f"kubeadm join {endpoint} --token {tokens[0]} \\\n"
+            f"\t--discovery-token-ca-cert-hash {ca_hash(c['ca_cert'])}")
+    return 0
+
+
+def _need_admin(flags: dict) -> dict:
+    kc = str(flags.get("kubeconfig") or "/etc/kubernetes/admin.conf")
+    if not Path(kc).exists():
+        raise Exit(1, f"failed to load admin kubeconfig: open {kc}: no such file or directory\n"
+                      "To see the stack trace of this error execute with --v=5 or higher")
+    return {"kubeconfig": kc}
+
+
+def kubeadm_phase(args: list[str]) -> int:
+    if not args or args[0] != "upload-certs":
+        raise Exit(1, f"kubeadm: the gpuk8s lab does not simulate: kubeadm init phase {' '.join(args)}")
+    flags, _ = parse_flags(args[1:])
+    _mixed(flags)
+    if "upload-certs" not in flags:
+        out("[upload-certs] Skipping phase. Please see --upload-certs")
+        return 0
+    key_hex = None
+    if "config" in flags:
+        ic = load_config(str(flags["config"]), "init").get("InitConfiguration", {})
+        key_hex = ic.get("certificateKey")
+    key_hex = key_hex or str(flags.get("certificate-key") or "") or secrets.token_hex(32)
+    _need_admin(flags)
+    if not is_root():
+        raise Exit(1, "open /etc/kubernetes/admin.conf: permission denied")
+    with cluster_lock() as c:
+        if not c.get("initialized"):
+            raise _fatal("upload-certs", f"error uploading certs: Get \"https://{c.get('endpoint', 'localhost:6443')}"
+                         "/api/v1/namespaces/kube-system/secrets/kubeadm-certs\": dial tcp: connect: connection refused")
+        c["certs"] = {"key": key_hex, "uploaded": now()}
+    out('[upload-certs] Storing the certificates in Secret "kubeadm-certs" in the "kube-system" Namespace\n'
+        f"[upload-certs] Using certificate key:\n{key_hex}")
+    return 0
+
+
+def kubeadm_token(args: list[str]) -> int:
+    if not args:
+        raise Exit(1, "kubeadm token: missing subcommand")
+    sub = args[0]
+    flags, pos = parse_flags(args[1:])
+    _need_admin(flags)
+    if not is_root():
+        raise Exit(1, "failed to load admin kubeconfig: open /etc/kubernetes/admin.conf: permission denied")
+    with cluster_lock() as c:
+        if not c.get("initialized"):
+            raise Exit(1, f"failed to list bootstrap tokens: Get \"https://{c.get('endpoint', 'localhost:6443')}"
+                          "/api/v1/namespaces/kube-system/secrets\": dial tcp: connect: connection refused")
+        if sub == "create":
+            toks = []
+            if "config" in flags:
+                toks = load_config(str(flags["config"]), "init").get("InitConfiguration", {}).get("bootstrapTokens") or []
+            if pos:
+                toks = [{**(toks[0] if toks else {}), "token": pos[0]}]
+            if "ttl" in flags:
+                toks = [{**(toks[0] if toks else {}), "ttl": flags["ttl"]}]
+            made = _add_tokens(c, toks[:1], True)
+            if "print-join-command" in flags:
+                out(f"kubeadm join {c['endpoint']} --token {made[0]} --discovery-token-ca-cert-hash {ca_hash(c['ca_cert'])} ")
+            else:
+                out(made[0])
+            return 0
+        if sub == "delete":
+            if not pos:
+                raise Exit(1, "missing argument; 'token delete' is missing token of form "
+                              '"[a-z0-9]{6}.[a-z0-9]{16}" or "[a-z0-9]{6}"')
+            for t in pos:
+                tid = t.split(".", 1)[0]
+                if tid not in c.get("tokens", {}):
+                    raise Exit(1, f'failed to delete bootstrap token with name bootstrap-token-{tid}: secrets '
+                                  f'"bootstrap-token-{tid}" not found')
+                del c["tokens"][tid]
+                out(f'bootstrap token "{tid}" deleted')
+            return 0
+        if sub == "list":
+            rows = [("TOKEN", "TTL", "EXPIRES", "USAGES", "DESCRIPTION", "EXTRA GROUPS")]
+            for tid, t in sorted(c.get("tokens", {}).items()):
+                left = t["expires"] - now()
+                if left <= 0:
+                    continue
+                rows.append((f"{tid}.{t['secret']}", f"{int(left // 3600)}h", iso(t["expires"]),
+                             ",".join(t.get("usages") or []), "<none>",
+                             "system:bootstrappers:kubeadm:default-node-token"))
+            for r in rows:
+                out("   ".join(f"{x:<24}" for x in r).rstrip())
+            return 0
+    raise Exit(1, f"kubeadm: the gpuk8s lab does not simulate: kubeadm token {sub}")
+
+
+def _resolves_to_cluster(endpoint: str, c: dict) -> bool:
+    host = endpoint.rsplit(":", 1)[0].strip("[]")
+    try:
+        addr = socket.gethostbyname(host)
+    except OSError:
+        return False
+    cps = {n["address"] for n in c.get("nodes", {}).values() if n.get("cp")}
+    cps |= {host_fixture_of(n["host"]).get("address") for n in c.get("nodes", {}).values() if n.get("cp")}
+    return addr in cps or endpoint == c.get("endpoint")
+
+
+def kubeadm_join(args: list[str]) -> int:
+    flags, pos = parse_flags(args)
+    _mixed(flags)
+    if "config" not in flags:
+        raise Exit(1, "the gpuk8s lab kubeadm needs --config (gpuk8s always passes one)")
+    jc = load_config(str(flags["config"]), "join")["JoinConfiguration"]
+    nr = jc.get("nodeRegistration") or {}
+    cpcfg = jc.get("controlPlane")
+    cp = cpcfg is not None
+    bt = (jc.get("discovery") or {}).get("bootstrapToken") or {}
+    bind = int(((cpcfg or {}).get("localAPIEndpoint") or {}).get("bindPort") or 6443)
+    ignore = set(str(flags.get("ignore-preflight-errors", "")).split(",")) - {""}
+    ignore |= set(nr.get("ignorePreflightErrors") or [])
+    _run_preflight("join", cp, bind, ignore)
+    endpoint = str(bt.get("apiServerEndpoint") or "")
+    token = str(bt.get("token") or "")
+    hashes = [str(h) for h in bt.get("caCertHashes") or []]
+    name = nr.get("name") or socket.gethostname()
+    with cluster_lock() as c:
+        # discovery: cluster-info through the endpoint, JWS for the token, CA pinning
+        if not c.get("initialized") or not _resolves_to_cluster(endpoint, c):
+            host = endpoint.rsplit(":", 1)[0]
+            try:
+                addr = socket.gethostbyname(host.strip("[]"))
+                why = f"dial tcp {addr}:{endpoint.rsplit(':', 1)[-1]}: connect: connection refused"
+            except OSError:
+                why = f"dial tcp: lookup {host} on 127.0.0.1:53: read udp 127.0.0.1:41234->127.0.0.1:53: read: connection refused"
+            raise _fatal("preflight", f"couldn't validate the identity of the API Server: failed to request the "
+                         f"cluster-info ConfigMap: client rate limiter Wait returned an error: context deadline "
+                         f"exceeded - error from a previous attempt: Get \"https://{endpoint}/api/v1/namespaces/"
+                         f"kube-public/configmaps/cluster-info?timeout=10s\": {why}")
+        m = TOKEN_RE.match(token)
+        t = c.get("tokens", {}).get(m.group(1)) if m else None
+        if not m or not t or t["secret"] != m.group(2) or t["expires"] < now():
+            tid = m.group(1) if m else token.split(".", 1)[0]
+            raise _fatal("preflight", "couldn't validate the identity of the API Server: could not find a JWS "
+                         f"signature in the cluster-info ConfigMap for token ID \"{tid}\"")
+        actual = ca_hash(c["ca_cert"])
+        if not bt.get("unsafeSkipCAVerification") and actual not in hashes:
+            raise _fatal("preflight", "couldn't validate the identity of the API Server: cluster CA found in "
+                         f"cluster-info ConfigMap is invalid: none of the public keys \"{actual}\" are pinned")
+        out('[preflight] Reading configuration from the "kubeadm-config" ConfigMap in namespace "kube-system"...\n'
+            "[preflight] Use 'kubeadm init phase upload-config kubeadm --config your-config-file' to re-upload it.")
+        if cp:
+            ep = c.get("endpoint", "")
+            if not ep:
+                raise _fatal("preflight", "\nOne or more conditions for hosting a new control plane instance is not "
+                             "satisfied.\n\nunable to add a new control plane instance to a cluster that doesn't "
+                             "have a stable controlPlaneEndpoint address")
+            certs = c.get("certs")
+            if not certs or now() - certs["uploaded"] > 2 * 3600:
+                raise _fatal("control-plane-prepare/download-certs", "error downloading certs: error downloading "
+                             "the secret: Secret \"kubeadm-certs\" was not found in the \"kube-system\" Namespace. "
+                             "This Secret might have expired. Please, run `kubeadm init phase upload-certs "
+                             "--upload-certs` on a control plane to generate a new one")
+            if certs["key"] != cpcfg.get("certificateKey"):
+                raise _fatal("control-plane-prepare/download-certs", "error downloading certs: error decoding "
+                             "secret data with provided key: cipher: message authentication failed")
+            out("[download-certs] Downloading the certificates in Secret \"kubeadm-certs\" in the \"kube-system\" Namespace\n"
+                "[download-certs] Saving the certificates to the folder: \"/etc/kubernetes/pki\"\n"
+                "[certs] Using certificateDir folder \"/etc/kubernetes/pki\"\n"
+                "[control-plane] Creating static Pod manifest for \"kube-apiserver\"\n"
+                "[check-etcd] Checking that the etcd cluster is healthy")
+        existing = c.get("nodes", {}).get(name)
+        if existing and node_ready(c, existing)[0] == "True":
+            raise _fatal("kubelet-start", f"a Node with name \"{name}\" and status \"Ready\" already exists in the "
+                         "cluster. You must delete the existing Node or change the name of this new joining Node")
+        out('[kubelet-start] Writing kubelet configuration to file "/var/lib/kubelet/config.yaml"\n'
+            '[kubelet-start] Writing kubelet environment file with flags to file "/var/lib/kubelet/kubeadm-flags.env"\n'
+            "[kubelet-start] Starting the kubelet\n"
+            "[kubelet-check] Waiting for a healthy kubelet at http://127.0.0.1:10248/healthz. This can take up to 4m0s")
+        if swap_on():
+            write("/etc/kubernetes/bootstrap-kubelet.conf",
+                  _kubeconfig(c["cluster_name"], f"https://{endpoint}", c["ca_cert"], "tls-bootstrap-token-user"), 0o600)
+            write(Path("/etc/kubernetes/pki/ca.crt"), c["ca_cert"])
+            set_unit("kubelet.service", "activating")
+            out("[kubelet-check] The kubelet is not healthy after 4m0.000s")
+            raise _fatal("kubelet-start", "failed while waiting for the kubelet to start: The HTTP call equal to "
+                         "'curl -sSL http://127.0.0.1:10248/healthz' returned error: Get "
+                         "\"http://127.0.0.1:10248/healthz\": dial tcp 127.0.0.1:10248: connect: connection refused")
+        _write_node_files(c, cp, name)
+        set_unit("kubelet.service", "active")
+        addr = ((cpcfg or {}).get("localAPIEndpoint") or {}).get("advertiseAddress") or host_state().get("address", "")
+        _register(c, nr, cp, addr)
+        out("[kubelet-check] The kubelet is healthy after 1.001s\n"
+            "[kubelet-start] Waiting for the kubelet to perform the TLS Bootstrap\n")
+        if cp:
+            out("[etcd] Announced new etcd member joining to the existing etcd cluster\n"
+                f"[mark-control-plane] Marking the node {name} as control-plane by adding the labels: "
+                "[node-role.kubernetes.io/control-plane node.kubernetes.io/exclude-from-external-load-balancers]\n\n"
+                "This node has joined the cluster and a new control plane instance was created:\n\n"
+                "* Certificate signing request was sent to apiserver and approval was received.\n"
+                "* The Kubelet was informed of the new secure connection details.\n"
+                "* Control plane label and taint were applied to the new node.\n"
+                "* The Kubernetes control plane instances scaled up.\n* A new etcd member was added to the local/stacked etcd cluster.\n\n"
+                "To start administering your cluster from this node, you need to run the following as a regular user:\n\n"
+                "\tmkdir -p $HOME/.kube\n\tsudo cp -i /etc/kubernetes/admin.conf $HOME/.kube/config\n"
+                "\tsudo chown $(id -u):$(id -g) $HOME/.kube/config\n\n"
+                "Run 'kubectl get nodes' to see this node join the cluster.")
+        else:
+            out("This node has joined the cluster:\n* Certificate signing request was sent to apiserver and a response "
+                "was received.\n* The Kubelet was informed of the new secure connection details.\n\n"
+                "Run 'kubectl get nodes' on the control-plane to see this node join the cluster.")
+    return 0
+
+
+def kubeadm_reset(args: list[str]) -> int:
+    flags, _ = parse_flags(args)
+    if not ({"f", "force"} & set(flags)):
+        raise Exit(1, "[reset] Are you sure you want to proceed? [y/N]: error execution phase preflight: "
+                      "won't proceed; the user didn't answer (Y|y) in order to continue")
+    if not is_root():
+        raise Exit(1, "error execution phase preflight: [preflight] Some fatal errors occurred:\n"
+                      "\t[ERROR IsPrivilegedUser]: user is not running as root")
+    out("[preflight] Running pre-flight checks")
+    me = host_name()
+    with cluster_lock() as c:
+        mine = [n for n, v in c.get("nodes", {}).items() if v.get("host") == me]
+        was_cp = Path("/etc/kubernetes/manifests/kube-apiserver.yaml").exists()
+        if was_cp:
+            out("[reset] Deleted contents of the etcd data directory: /var/lib/etcd")
+            for n in mine:
+                c["nodes"].pop(n, None)   # its etcd member and (as the docs advise) its Node go
+            if not any(v.get("cp") for v in c.get("nodes", {}).values()):
+                c.clear()                 # the last control plane: the cluster is gone
+    import shutil
+    for p in ("/etc/kubernetes/manifests", "/etc/kubernetes/pki", "/var/lib/etcd", "/var/lib/kubelet"):
+        shutil.rmtree(p, ignore_errors=True)
+    for f in ("admin.conf", "super-admin.conf", "kubelet.conf", "bootstrap-kubelet.conf",
+              "controller-manager.conf", "scheduler.conf"):
+        try:
+            os.unlink(f"/etc/kubernetes/{f}")
+        except FileNotFoundError:
+            pass
+    if "kubelet.service" in units():
+        set_unit("kubelet.service", "activating" if family() == "debian" else "inactive")
+    out("[reset] Stopping the kubelet service\n[reset] Unmounting mounted directories in \"/var/lib/kubelet\"\n"
+        "[reset] Deleting contents of directories: [/etc/kubernetes/manifests /var/lib/kubelet /etc/kubernetes/pki]\n"
+        "[reset] Deleting files: [/etc/kubernetes/admin.conf /etc/kubernetes/super-admin.conf "
+        "/etc/kubernetes/kubelet.conf /etc/kubernetes/bootstrap-kubelet.conf /etc/kubernetes/controller-manager.conf "
+        "/etc/kubernetes/scheduler.conf]\n\nThe reset process does not clean CNI configuration. To do so, you must "
+        "remove /etc/cni/net.d\n\nThe reset process does not reset or clean up iptables rules or IPVS tables.\n"
+        "The reset process does not clean your kubeconfig files and you must remove them manually.\n"
+        "Please, check the contents of the $HOME/.kube/config file.")
+    return 0
+
+
+# --------------------------------------------------------------------------- kubectl
+
+CALICO_CRDS = ["bgpconfigurations", "bgpfilters", "bgppeers", "blockaffinities", "caliconodestatuses",
+               "clusterinformations", "felixconfigurations", "globalnetworkpolicies", "globalnetworksets",
+               "hostendpoints", "ipamblocks", "ipamconfigs", "ipamhandles", "ippools", "ipreservations",
+               "kubecontrollersconfigurations", "networkpolicies", "networksets", "stagedglobalnetworkpolicies",
+               "stagedkubernetesnetworkpolicies", "stagednetworkpolicies", "tiers"]
+OPERATOR_CRDS = ["apiservers", "gatewayapis", "goldmanes", "imagesets", "installations", "managementclusterconnections",
+                 "tigerastatuses", "whiskers"]
+OPERATOR_OBJECTS = ["namespace/tigera-operator", "serviceaccount/tigera-operator",
+                    "clusterrole.rbac.authorization.k8s.io/tigera-operator-secrets",
+                    "clusterrole.rbac.authorization.k8s.io/tigera-operator",
+                    "clusterrolebinding.rbac.authorization.k8s.io/tigera-operator",
+                    "rolebinding.rbac.authorization.k8s.io/tigera-operator-secrets",
+                    "deployment.apps/tigera-operator"]
+
+
+def _manifest_objects(source: str, c: dict) -> tuple[list[str], dict]:
+    """(object names, state changes) of a recognised Calico manifest URL or a local YAML file."""
+    base = source.rsplit("/", 1)[-1]
+    if source.startswith(("http://", "https://")):
+        m = re.search(r"/v(\d+)\.(\d+)\.(\d+)/manifests/", source)
+        if not m or "raw.githubusercontent.com/projectcalico/calico/" not in source:
+            raise Exit(1, f"error: unable to read URL \"{source}\", server reported 404 Not Found, status code=404")
+        old = (int(m.group(1)), int(m.group(2))) <= (3, 29)
+        crds = [f"customresourcedefinition.apiextensions.k8s.io/{n}.crd.projectcalico.org" for n in CALICO_CRDS] + \
+               [f"customresourcedefinition.apiextensions.k8s.io/{n}.operator.tigera.io" for n in OPERATOR_CRDS]
+        if base in ("operator-crds.yaml", "v1_crd_projectcalico_org.yaml"):
+            return crds, {"crds": True}
+        if base == "tigera-operator.yaml":
+            return (crds if old else []) + OPERATOR_OBJECTS, ({"crds": True} if old else {}) | {"operator": True}
+        raise Exit(1, f"error: unable to read URL \"{source}\", server reported 404 Not Found, status code=404")
+    try:
+        docs = [d for d in yaml.safe_load_all(Path(source).read_text()) if d]
+    except FileNotFoundError:
+        raise Exit(1, f"error: the path \"{source}\" does not exist")
+    except yaml.YAMLError as e:
+        raise Exit(1, f"error: error parsing {source}: error converting YAML to JSON: {e}")
+    names, changes = [], {}
+    for d in docs:
+        kind, api = d.get("kind"), d.get("apiVersion")
+        name = (d.get("metadata") or {}).get("name", "")
+        if api == "operator.tigera.io/v1" and kind in ("Installation", "APIServer", "Goldmane", "Whisker"):
+            if not c.get("objects", {}).get("crds"):
+                raise Exit(1, f"error: resource mapping not found for name: \"{name}\" namespace: \"\" from "
+                              f"\"{source}\": no matches for kind \"{kind}\" in version \"{api}\"\n"
+                              "ensure CRDs are installed first")
+            names.append(f"{kind.lower()}.operator.tigera.io/{name}")
+            if kind == "Installation":
+                changes["installation"] = d
+            else:
+                changes[kind.lower()] = True
+        else:
+            names.append(f"{str(kind).lower()}/{name}")
+    return names, changes
+
+
+def _apply(c: dict, changes: dict) -> None:
+    objs = c.setdefault("objects", {})
+    for k, v in changes.items():
+        if k == "installation":
+            old = objs.get("installation")
+            if old != v:
+                objs["installation"] = v
+                objs["installation_applied"] = now()
+        else:
+            objs[k] = v
+
+
+def _node_json(c: dict, n: dict) -> dict:
+    st, reason, msg = node_ready(c, n)
+    taints = [dict(t) for t in n["taints"]]
+    if st == "False":
+        taints.append({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"})
+    elif st == "Unknown":
+        taints.append({"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"})
+    t0 = iso(n["created"])
+    spec: dict = {"podCIDR": f"10.244.{n.get('index', 0)}.0/24"}
+    if taints:
+        spec["taints"] = taints
+    conds = [{"type": t, "status": "False", "reason": f"KubeletHas{r}", "message": m, "lastHeartbeatTime": iso(now()),
+              "lastTransitionTime": t0}
+             for t, r, m in (("MemoryPressure", "SufficientMemory", "kubelet has sufficient memory available"),
+                             ("DiskPressure", "NoDiskPressure", "kubelet has no disk pressure"),
+                             ("PIDPressure", "SufficientPID", "kubelet has sufficient PID available"))]
+    conds.append({"type": "Ready", "status": st, "reason": reason, "message": msg, "lastHeartbeatTime": iso(now()),
+                  "lastTransitionTime": t0})
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": n["name"], "uid": n["uid"], "creationTimestamp": t0, "labels": dict(n["labels"]),
+                         "annotations": {"kubeadm.alpha.kubernetes.io/cri-socket": "unix:///var/run/containerd/containerd.sock",
+                                         "node.alpha.kubernetes.io/ttl": "0",
+                                         "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
+            "spec": spec,
+            "status": {"addresses": [{"type": "InternalIP", "address": n["address"]},
+                                     {"type": "Hostname", "address": n["name"]}],
+                       "conditions": conds,
+                       "nodeInfo": {"architecture": "amd64", "containerRuntimeVersion": n["runtime"],
+                                    "kernelVersion": n["kernel"], "kubeProxyVersion": "",
+                                    "kubeletVersion": "v" + n["kubelet"], "operatingSystem": "linux",
+                                    "osImage": n["os"]}}}
+
+
+def _age(t: float) -> str:
+    s = int(now() - t)
+    return f"{s}s" if s < 120 else f"{s // 60}m"
+
+
+def _table(rows: list[list[str]]) -> str:
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("   ".join(x.ljust(w[i]) for i, x in enumerate(r)).rstrip() for r in rows)
+
+
+def _tigerastatus_items(c: dict) -> list[dict]:
+    st = calico_status(c)
+    items = []
+    for name, (avail, degraded, msg) in st["items"].items():
+        t = iso(c.get("objects", {}).get("installation_applied", now()))
+        prog = "True" if avail == "False" and degraded == "False" else "False"
+        items.append({"apiVersion": "operator.tigera.io/v1", "kind": "TigeraStatus",
+                      "metadata": {"name": name}, "spec": {},
+                      "status": {"conditions": [
+                          {"type": "Available", "status": avail, "reason": "AllObjectsAvailable" if avail == "True" else "ResourceNotReady",
+                           "message": msg if avail == "True" else "", "lastTransitionTime": t},
+                          {"type": "Progressing", "status": prog, "reason": "ResourceNotReady" if prog == "True" else "AllObjectsAvailable",
+                           "message": msg if prog == "True" else "", "lastTransitionTime": t},
+                          {"type": "Degraded", "status": degraded,
+                           "reason": "ResourceReadError" if degraded == "True" else "AllObjectsAvailable",
+                           "message": msg if degraded == "True" else "", "lastTransitionTime": t}]}})
+    return items
+
+
+def kubectl(args: list[str]) -> int:
+    kc = os.environ.get("KUBECONFIG") or None
+    ns = "default"
+    output = None
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--kubeconfig":
+            kc = args[i + 1]
+            i += 1
+        elif a.startswith("--kubeconfig="):
+            kc = a.split("=", 1)[1]
+        elif a in ("-n", "--namespace"):
+            ns = args[i + 1]
+            i += 1
+        elif a.startswith("--namespace="):
+            ns = a.split("=", 1)[1]
+        elif a in ("-o", "--output"):
+            output = args[i + 1]
+            i += 1
+        elif a.startswith(("-o=", "--output=")):
+            output = a.split("=", 1)[1]
+        elif a.startswith("-o") and len(a) > 2:
+            output = a[2:]
+        else:
+            rest.append(a)
+        i += 1
+    if kc is None:
+        home = os.path.expanduser("~/.kube/config")
+        kc = home if os.path.exists(home) else None
+    if kc is None:
+        raise Exit(1, "E0820 10:00:00.000000    1234 memcache.go:265] \"Unhandled Error\" err=\"couldn't get current "
+                      "server API group list: Get \\\"http://localhost:8080/api?timeout=32s\\\": dial tcp "
+                      "127.0.0.1:8080: connect: connection refused\"\nThe connection to the server localhost:8080 was "
+                      "refused - did you specify the right host or port?")
+    try:
+        kdoc = yaml.safe_load(Path(kc).read_text())
+    except FileNotFoundError:
+        raise Exit(1, f"error: stat {kc}: no such file or directory")
+    except PermissionError:
+        raise Exit(1, f"error: error loading config file \"{kc}\": open {kc}: permission denied")
+    server = kdoc["clusters"][0]["cluster"]["server"]
+    ca_data = kdoc["clusters"][0]["cluster"].get("certificate-authority-data", "")
+    hostport = server.split("://", 1)[-1]
+    write_ops = rest and rest[0] in ("apply", "create", "label", "taint", "delete", "patch", "replace")
+    with cluster_lock(shared=not write_ops) as c:
+        if not c.get("initialized") or not _resolves_to_cluster(hostport, c):
+            raise Exit(1, f"The connection to the server {hostport} was refused - did you specify the right host or port?")
+        if base64.b64decode(ca_data).decode(errors="replace") != c["ca_cert"]:
+            raise Exit(1, f"Unable to connect to the server: tls: failed to verify certificate: x509: certificate "
+                          "signed by unknown authority (possibly because of \"crypto/rsa: verification error\" while "
+                          "trying to verify candidate authority certificate \"kubernetes\")")
+        return _kubectl(c, rest, ns, output)
+
+
+def _kubectl(c: dict, rest: list[str], ns: str, output: str | None) -> int:
+    if not rest:
+        raise Exit(1, "kubectl controls the Kubernetes cluster manager.")
+    verb = rest[0]
+    flags = [a for a in rest[1:] if a.startswith("-")]
+    words = [a for a in rest[1:] if not a.startswith("-")]
+    if verb in ("apply", "create"):
+        files = []
+        for j, a in enumerate(rest):
+            if a in ("-f", "--filename") and j + 1 < len(rest):
+                files.append(rest[j + 1])
+            elif a.startswith(("-f=", "--filename=")):
+                files.append(a.split("=", 1)[1])
+        words = [w for w in words if w not in files]
+        if not files:
+            raise Exit(1, "error: must specify one of -f and -k")
+        server_side = "--server-side" in flags or "--server-side=true" in flags
+        for f in files:
+            names, changes = _manifest_objects(f, c)
+            created = c.setdefault("objects", {}).setdefault("created", [])
+            if verb == "create":
+                dup = [n for n in names if n in created]
+                fresh = [n for n in names if n not in created]
+                for n in fresh:
+                    out(f"{n} created")
+                created.extend(fresh)
+                _apply(c, changes)
+                if dup:
+                    kind, _, nm = dup[0].partition("/")
+                    raise Exit(1, "\n".join(f"Error from server (AlreadyExists): error when creating \"{f}\": "
+                                            f"{d.split('/')[0].split('.')[0]}s \"{d.split('/', 1)[1]}\" already exists"
+                                            for d in dup))
+                continue
+            if not server_side:
+                too_long = [n for n in names if n.startswith("customresourcedefinition") and
+                            n.split("/", 1)[1] in ("installations.operator.tigera.io", "felixconfigurations.crd.projectcalico.org")]
+                for n in names:
+                    if n not in too_long:
+                        out(f"{n} {'configured' if n in created else 'created'}")
+                        if n not in created:
+                            created.append(n)
+                if too_long:
+                    _apply(c, {k: v for k, v in changes.items() if k != "crds"})
+                    raise Exit(1, "\n".join(f"The CustomResourceDefinition \"{n.split('/', 1)[1]}\" is invalid: "
+                                            "metadata.annotations: Too long: must have at most 262144 bytes"
+                                            for n in too_long))
+                _apply(c, changes)
+                continue
+            if "--force-conflicts" not in flags and any(n in created for n in names if n.startswith("customresource")):
+                pass   # no conflicting field managers in the lab
+            for n in names:
+                out(f"{n} serverside-applied")
+                if n not in created:
+                    created.append(n)
+            _apply(c, changes)
+        return 0
+    if verb == "get":
+        if not words:
+            raise Exit(1, "You must specify the type of resource to get.")
+        kind, names = words[0].lower(), words[1:]
+        if "/" in kind:
+            kind, n = kind.split("/", 1)
+            names = [n]
+        if kind in ("nodes", "node", "no"):
+            nodes = [_node_json(c, n) for n in sorted(c.get("nodes", {}).values(), key=lambda n: n["created"])]
+            if names:
+                nodes = [n for n in nodes if n["metadata"]["name"] in names]
+                if not nodes:
+                    raise Exit(1, f"Error from server (NotFound): nodes \"{names[0]}\" not found")
+            if output == "json":
+                doc = nodes[0] if names else {"apiVersion": "v1", "kind": "List", "items": nodes,
+                                              "metadata": {"resourceVersion": ""}}
+                out(json.dumps(doc, indent=4))
+                return 0
+            if output == "name":
+                out("\n".join(f"node/{n['metadata']['name']}" for n in nodes))
+                return 0
+            rows = [["NAME", "STATUS", "ROLES", "AGE", "VERSION"]]
+            wide = output == "wide"
+            if wide:
+                rows[0] += ["INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"]
+            for n, raw in zip(nodes, sorted(c.get("nodes", {}).values(), key=lambda n: n["created"])):
+                ready = next(x for x in n["status"]["conditions"] if x["type"] == "Ready")["status"]
+                roles = ",".join(sorted(k.split("/", 1)[1] for k in n["metadata"]["labels"]
+                                        if k.startswith("node-role.kubernetes.io/"))) or "<none>"
+                row = [n["metadata"]["name"], "Ready" if ready == "True" else "NotReady", roles, _age(raw["created"]),
+                       n["status"]["nodeInfo"]["kubeletVersion"]]
+                if wide:
+                    row += [raw["address"], "<none>", raw["os"], raw["kernel"], raw["runtime"]]
+                rows.append(row)
+            if len(rows) == 1:
+                err("No resources found")
+                return 0
+            out(_table(rows))
+            return 0
+        if kind in ("tigerastatus", "tigerastatuses", "tigerastatuses.operator.tigera.io"):
+            if not c.get("objects", {}).get("crds"):
+                raise Exit(1, f"error: the server doesn't have a resource type \"{words[0]}\"")
+            items = _tigerastatus_items(c)
+            if names:
+                items = [x for x in items if x["metadata"]["name"] in names]
+                if not items:
+                    raise Exit(1, f"Error from server (NotFound): tigerastatuses.operator.tigera.io \"{names[0]}\" not found")
+            if output == "json":
+                out(json.dumps(items[0] if names else {"apiVersion": "v1", "kind": "List", "items": items,
+                                                        "metadata": {"resourceVersion": ""}}, indent=4))
+                return 0
+            if not items:
+                err("No resources found")
+                return 0
+            rows = [["NAME", "AVAILABLE", "PROGRESSING", "DEGRADED", "SINCE"]]
+            for x in items:
+                cd = {k["type"]: k["status"] for k in x["status"]["conditions"]}
+                rows.append([x["metadata"]["name"], cd["Available"], cd["Progressing"], cd["Degraded"],
+                             _age(c["objects"].get("installation_applied", now()))])
+            out(_table(rows))
+            return 0
+        if kind in ("installations.operator.tigera.io", "installation", "installations"):
+            if not c.get("objects", {}).get("crds"):
+                raise Exit(1, f"error: the server doesn't have a resource type \"{words[0]}\"")
+            inst = c.get("objects", {}).get("installation")
+            if not inst or (names and names[0] != (inst.get("metadata") or {}).get("name")):
+                raise Exit(1, f"Error from server (NotFound): installations.operator.tigera.io "
+                              f"\"{names[0] if names else 'default'}\" not found")
+            doc = json.loads(json.dumps(inst))
+            doc.setdefault("metadata", {})["creationTimestamp"] = iso(c["objects"].get("installation_applied", now()))
+            doc["status"] = {"variant": "Calico", "calicoVersion": "v3.31.3"} if calico_status(c)["ok"] else {}
+            out(json.dumps(doc, indent=4) if output == "json" else f"NAME      AGE\n{doc['metadata'].get('name')}   1m")
+            return 0
+        if kind in ("pods", "pod", "po"):
+            pods = []
+            st = calico_status(c)
+            if ns == "calico-system" and c.get("objects", {}).get("installation") and not st.get("bad"):
+                phase = "Running" if st["ok"] else "Init:0/2"
+                ready = "1/1" if st["ok"] else "0/1"
+                for n in sorted(c.get("nodes", {}).values(), key=lambda n: n["created"]):
+                    suffix = hashlib.sha1(n["name"].encode()).hexdigest()[:5]
+                    pods.append([f"calico-node-{suffix}", ready, phase, "0", "1m", n["address"], n["name"], "<none>", "<none>"])
+                first = sorted(c.get("nodes", {}).values(), key=lambda n: n["created"])[0]
+                pods.append(["calico-kube-controllers-6d7f8b9c4-x2x7q", ready, "Running" if st["ok"] else "Pending",
+                             "0", "1m", "10.244.0.3" if st["ok"] else "<none>",
+                             first["name"] if st["ok"] else "<none>", "<none>", "<none>"])
+                pods.append(["calico-typha-5b8c6d7f9-k4mzn", ready, phase, "0", "1m", first["address"], first["name"],
+                             "<none>", "<none>"])
+            if not pods:
+                err(f"No resources found in {ns} namespace.")
+                return 0
+            hdr = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+            if output == "wide":
+                hdr += ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
+            out(_table([hdr] + [p[:len(hdr)] for p in pods]))
+            return 0
+        raise Exit(1, f"error: the server doesn't have a resource type \"{words[0]}\"")
+    if verb in ("label", "taint"):
+        if len(words) < 3 or words[0] not in ("node", "nodes", "no"):
+            raise Exit(1, f"error: the gpuk8s lab kubectl simulates `{verb} node NAME ...` only")
+        name = words[1]
+        node = c.get("nodes", {}).get(name)
+        if not node:
+            raise Exit(1, f"Error from server (NotFound): nodes \"{name}\" not found")
+        overwrite = "--overwrite" in flags or "--overwrite=true" in flags
+        changed = False
+        for spec in words[2:]:
+            if verb == "label":
+                if spec.endswith("-"):
+                    changed |= node["labels"].pop(spec[:-1], None) is not None
+                    continue
+                k, _, v = spec.partition("=")
+                if k in node["labels"] and node["labels"][k] != v and not overwrite:
+                    raise Exit(1, f"error: '{k}' already has a value ({node['labels'][k]}), and --overwrite is false")
+                changed |= node["labels"].get(k) != v
+                node["labels"][k] = v
+            else:
+                remove = spec.endswith("-")
+                s = spec[:-1] if remove else spec
+                kv, _, effect = s.rpartition(":") if ":" in s else (s, "", "")
+                k, _, v = kv.partition("=")
+                if not remove and effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+                    raise Exit(1, f"error: invalid taint spec: {spec}, unknown taint effect: {effect}")
+                same = [t for t in node["taints"] if t["key"] == k and (not effect or t["effect"] == effect)]
+                if remove:
+                    if not same:
+                        raise Exit(1, f"error: taint \"{s}\" not found")
+                    node["taints"] = [t for t in node["taints"] if t not in same]
+                    changed = True
+                    continue
+                if same and not overwrite:
+                    raise Exit(1, f"error: node {name} already has {k} taint(s) with same effect(s) and "
+                                  "--overwrite is false")
+                new = {"key": k, "effect": effect} | ({"value": v} if v else {})
+                node["taints"] = [t for t in node["taints"] if t not in same] + [new]
+                changed = True
+        if verb == "label":
+            out(f"node/{name} {'labeled' if changed else 'not labeled'}")
+        else:
+            out(f"node/{name} {'untainted' if any(w.endswith('-') for w in words[2:]) else 'modified' if False else 'tainted'}")
+        return 0
+    if verb == "cluster-info":
+        out(f"Kubernetes control plane is running at https://{c['endpoint']}\n"
+            f"CoreDNS is running at https://{c['endpoint']}/api/v1/namespaces/kube-system/services/kube-dns:dns/proxy")
+        return 0
+    raise Exit(1, f"error: the gpuk8s lab kubectl does not simulate: kubectl {' '.join(rest)}")
+
+
+# --------------------------------------------------------------------------- main
+
+TOOLS = {"apt-get": apt_get, "apt-mark": apt_mark, "dnf": dnf, "yum": dnf, "curl": curl, "gpg": gpg,
+         "modprobe": modprobe, "sysctl": sysctl, "swapoff": swapoff, "journalctl": journalctl,
+         "kubeadm": kubeadm, "kubectl": kubectl}
+
+
+def main(argv: list[str]) -> int:
+    tool, args = argv[1], argv[2:]
+    try:
+        if tool == "containerd-check":
+            return containerd_check()
+        return TOOLS[tool](args)
+    except Exit as e:
+        sys.stdout.flush()
+        if e.out:
+            out(e.out)
+        if e.err:
+            err(e.err)
+        return e.code
+    except BrokenPipeError:
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
