@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 
 from gpuk8s import __version__
-from gpuk8s.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, Gpuk8sError, InventoryError, UsageError
+from gpuk8s.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_REMOTE, Gpuk8sError, InventoryError, UsageError
 
 app = typer.Typer(
     name="gpuk8s",
@@ -165,6 +165,9 @@ def up(
             ui.render_up(e.report)
             raise typer.Exit(e.exit_code) from None
         ui.render_up(report)
+        if report.failed_hosts:
+            ui.err_console.print(f"log (secrets redacted): {log.path}")
+            raise typer.Exit(EXIT_REMOTE)
     except (Gpuk8sError, KeyboardInterrupt) as e:
         if log is not None and log.path is not None:
             ui.err_console.print(f"log (secrets redacted): {log.path}")

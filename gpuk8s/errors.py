@@ -89,3 +89,9 @@ class RemoteCommandError(Gpuk8sError):
         if hint:
             msg += f"\n{hint}"
         super().__init__(msg)
+
+
+class ClusterStateError(Gpuk8sError):
+    """A host or the cluster is in a state gpuk8s will not repair by itself (e.g. a failed init)."""
+
+    exit_code = EXIT_REMOTE

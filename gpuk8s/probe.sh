@@ -46,7 +46,8 @@ for k in net/ipv4/ip_forward net/ipv6/conf/all/forwarding net/bridge/bridge-nf-c
 done
 s binaries
 for b in ip iptables mount nsenter ethtool socat tc conntrack touch ebtables modprobe sysctl systemctl \
-         containerd runc crictl kubeadm kubelet kubectl helm nvidia-smi nvidia-ctk mokutil lspci apt-get dnf yum; do
+         containerd runc crictl kubeadm kubelet kubectl helm nvidia-smi nvidia-ctk mokutil lspci apt-get dnf yum \
+         curl gpg; do
   p=$(command -v "$b" 2>/dev/null) && printf '%s=%s\n' "$b" "$p"
 done
 s services

@@ -195,7 +195,11 @@ def render_up(report, console: Console | None = None) -> None:
         if report.log_path:
             console.print(f"full log (secrets redacted): {report.log_path}")
     elif not report.dry_run:
-        if report.changed:
+        if report.failed_hosts:
+            console.print(Text(f"cluster up except {', '.join(report.failed_hosts)}: fix "
+                               f"{'it' if len(report.failed_hosts) == 1 else 'them'} and run "
+                               f"`gpuk8s up` again", style="bold red"))
+        elif report.changed:
             console.print(Text(f"cluster ready; {len(report.plan.changes)} changes made", style="bold green"))
         else:
             console.print(Text("nothing to do: the cluster already matches the inventory", style="bold green"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from gpuk8s.errors import Gpuk8sError, RemoteCommandError
+from gpuk8s.errors import ClusterStateError, Gpuk8sError, RemoteCommandError
 from gpuk8s.inventory import HostSpec
 from gpuk8s.phases.base import (ADMIN_CONF, CA_CERT, KUBELET_CONF, Context, Phase, PhaseResult)
 from gpuk8s.pki import ca_cert_hash
@@ -50,6 +50,13 @@ class InitControlPlane(Phase):
     def run(self, ctx: Context) -> PhaseResult:
         host = ctx.first_cp
         if _bootstrapped(ctx):
+            # admin.conf is written before the control plane starts: a failed init leaves it too.
+            res = ctx.ops(host.name).read(ctx.kubectl("get", "nodes", "-o", "name"), check=False)
+            if res.exit_status != 0:
+                raise ClusterStateError(
+                    f"{host.name}: {ADMIN_CONF} exists but the API server does not answer "
+                    f"({ctx.log.redact(res.stderr.strip()[-300:])}). A previous `kubeadm init` probably "
+                    f"failed: run `kubeadm reset -f` on {host.name}, then `gpuk8s up` again.")
             return PhaseResult(self.title, notes=[f"{host.name}: already initialised ({ADMIN_CONF} exists)"])
         cfg = kubeadm_init_config(ctx.inventory, host, ctx.secrets, ctx.release)
         ops = ctx.ops(host.name)

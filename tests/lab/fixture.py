@@ -250,6 +250,7 @@ PROBED_BINARIES: tuple[str, ...] = (
     "ip", "iptables", "mount", "nsenter", "ethtool", "socat", "tc", "conntrack", "touch", "ebtables",
     "modprobe", "sysctl", "systemctl", "containerd", "runc", "crictl", "kubeadm", "kubelet",
     "kubectl", "helm", "nvidia-smi", "nvidia-ctk", "mokutil", "lspci", "apt-get", "dnf", "yum",
+    "curl", "gpg",
 )
 
 DEFAULT = "default"   # sentinel: "derive from the OS preset / other fields"

@@ -48,6 +48,14 @@ KUBE_OFFERED = ["1.33.12", "1.34.9", "1.35.6", "1.36.2"]
 CALICO_DELAY = float(os.environ.get("GPUK8S_LAB_CALICO_DELAY", "2"))
 
 
+def calico_delay() -> float:
+    """Seconds Calico takes to become available; a test can hold it back with a per-host file."""
+    try:
+        return float(Path("/etc/gpuk8s-lab/calico_delay").read_text().strip())
+    except (OSError, ValueError):
+        return CALICO_DELAY
+
+
 class Exit(Exception):
     def __init__(self, code: int, err: str = "", out: str = ""):
         super().__init__(err)
@@ -816,7 +824,7 @@ def calico_status(c: dict) -> dict:
                    f"is not within the platform's configured pod network CIDR(s) "
                    f"[{' '.join(str(n) for n in pod_nets)}]")
             break
-    settled = now() - objs.get("installation_applied", 0) >= CALICO_DELAY
+    settled = now() - objs.get("installation_applied", 0) >= calico_delay()
     items = {}
     names = ["apiserver", "calico", "ippools"] + [n for n in ("goldmane", "whisker") if objs.get(n)]
     for n in names:
@@ -945,8 +953,14 @@ def load_config(path: str, want: str) -> dict[str, dict]:
     """Parse a kubeadm --config file strictly; returns {kind: doc}."""
     try:
         text = Path(path).read_text()
+        mode = os.stat(path).st_mode & 0o777
     except OSError as e:
         raise Exit(1, f"unable to read config from \"{path}\" : open {path}: {e.strerror.lower()}")
+    # Test record of what gpuk8s wrote (it removes the file after use): text and file mode.
+    seen = Path("/etc/gpuk8s-lab/kubeadm-seen")
+    seen.mkdir(parents=True, exist_ok=True)
+    n = len(list(seen.glob("*.json")))
+    (seen / f"{n:03d}-{want}.json").write_text(json.dumps({"path": path, "mode": mode, "text": text}))
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as e:
