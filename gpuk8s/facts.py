@@ -29,6 +29,14 @@ _VIRTUAL_IFACE = re.compile(
     r"virbr.*|br-.*|cilium.*|lxc.*|wg.*|ifb\d*|dummy\d*|nerdctl\d*|tap.*|tun\d*)$"
 )
 
+# Files gpuk8s writes during `up`; the probe reports their sha256 (absent: not in the dict).
+MANAGED_FILES = (
+    "/etc/modules-load.d/kubernetes.conf", "/etc/sysctl.d/99-kubernetes.conf",
+    "/etc/containerd/config.toml", "/etc/apt/sources.list.d/kubernetes.list",
+    "/etc/apt/sources.list.d/docker.list", "/etc/yum.repos.d/kubernetes.repo",
+    "/etc/yum.repos.d/docker-ce.repo",
+)
+
 # A few device ids for a name when nvidia-smi cannot give one (no driver); preferred over
 # lspci's chip description, which is less readable (pci.ids marketing names).
 NVIDIA_DEVICE_NAMES = {
@@ -140,6 +148,7 @@ class Facts:
     cni_configs: list[str] = field(default_factory=list)
     kubernetes_files: list[str] = field(default_factory=list)
     selinux_enforcing: bool | None = None
+    managed_files: dict[str, str] = field(default_factory=dict)  # path -> sha256 of gpuk8s's files
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (the `facts` object of `preflight --json`)."""
@@ -745,6 +754,10 @@ def parse_probe(text: str) -> Facts:
     f.unattended_upgrades = parse_auto_upgrades(sec.get("auto_upgrades"), f.services)
     f.cni_configs = sorted(ln.strip() for ln in _lines(sec.get("cni")))
     f.kubernetes_files = sorted(ln.strip() for ln in _lines(sec.get("k8s_state")))
+    for line in _lines(sec.get("managed_files")):
+        digest, _, path = line.strip().partition("  ")
+        if path in MANAGED_FILES and re.fullmatch(r"[0-9a-f]{64}", digest):
+            f.managed_files[path] = digest
     enforce = (sec.get("selinux") or "").strip()
     f.selinux_enforcing = None if not enforce else enforce == "1"
     return f

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
 from gpuk8s.errors import RemoteCommandError
+from gpuk8s.facts import MANAGED_FILES, Facts
 from gpuk8s.render import RenderedFile
 from gpuk8s.runlog import RunLog
 from gpuk8s.shell import Cmd
@@ -82,11 +83,13 @@ class Gate:
 class HostOps:
     """Read and change one host through its transport, logging everything (redacted)."""
 
-    def __init__(self, name: str, transport, gate: Gate, log: RunLog):
+    def __init__(self, name: str, transport, gate: Gate, log: RunLog,
+                 facts_of: Callable[[], Facts | None] | None = None):
         self.name = name
         self.transport = transport
         self.gate = gate
         self.log = log
+        self.facts_of = facts_of  # the host's latest facts: hashes of the files gpuk8s manages
 
     def _run(self, cmd: Cmd, *, stdin: str | bytes | None = None, timeout: float | None = None,
              check: bool = True, hint: str = "") -> Result:
@@ -113,6 +116,9 @@ class HostOps:
     def file_differs(self, f: RenderedFile) -> bool:
         """Read-only: does the host's file differ from what we would write (content or absence)?"""
         want = hashlib.sha256(f.content.encode()).hexdigest()
+        facts = self.facts_of() if self.facts_of else None
+        if facts is not None and f.path in MANAGED_FILES:
+            return facts.managed_files.get(f.path) != want  # the probe hashed it: no round trip
         res = self.read(Cmd("sha256sum", "--", f.path), check=False)
         return res.exit_status != 0 or res.stdout.split()[:1] != [want]
 

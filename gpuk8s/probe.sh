@@ -94,6 +94,15 @@ for p in /etc/kubernetes/admin.conf /etc/kubernetes/kubelet.conf /etc/kubernetes
   [ -e "$p" ] && printf '%s\n' "$p"
 done
 s selinux; r /sys/fs/selinux/enforce
+# Hashes of the files gpuk8s manages, so `up` knows what is current without asking again.
+s managed_files
+set --
+for m in /etc/modules-load.d/kubernetes.conf /etc/sysctl.d/99-kubernetes.conf /etc/containerd/config.toml \
+         /etc/apt/sources.list.d/kubernetes.list /etc/apt/sources.list.d/docker.list \
+         /etc/yum.repos.d/kubernetes.repo /etc/yum.repos.d/docker-ce.repo; do
+  [ -f "$m" ] && set -- "$@" "$m"
+done
+[ $# -gt 0 ] && sha256sum -- "$@" 2>/dev/null
 s end
 }
 # Collect everything, then write it at once: one large SSH packet instead of hundreds of small ones.

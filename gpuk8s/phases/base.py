@@ -73,7 +73,8 @@ class Context:
 
     def ops(self, name: str) -> HostOps:
         if name not in self._ops:
-            self._ops[name] = HostOps(name, self.transports[name], self.gate, self.log)
+            self._ops[name] = HostOps(name, self.transports[name], self.gate, self.log,
+                                      facts_of=lambda: self.facts.get(name))
         return self._ops[name]
 
     def live_hosts(self, hosts: Iterable[HostSpec]) -> list[HostSpec]:

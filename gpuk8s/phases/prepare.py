@@ -12,8 +12,8 @@ from gpuk8s.facts import parse_containerd_config, parse_containerd_version
 from gpuk8s.inventory import HostSpec
 from gpuk8s.phases.base import Context, Phase, PhaseResult
 from gpuk8s.render import (RenderedFile, containerd_config_file, kubernetes_patch, modules_file,
-                           package_key_url, package_repo_file, render_template,
-                           shipped_containerd_default, sysctl_file)
+                           native_config_version, package_key_url, package_repo_file,
+                           render_template, shipped_containerd_default, sysctl_file)
 from gpuk8s.shell import Cmd
 from gpuk8s.versions import parse_version
 
@@ -157,6 +157,10 @@ def install_containerd(ctx: Context, host: HostSpec, family: str) -> None:
                 raise RemoteCommandError(host.name, "containerd --version", 0, f"installed {version}",
                                          f"the repository did not provide containerd {want}")
     version = version or wanted_containerd(ctx)
+    active = f.service_active("containerd") and bool(f.containerd_version)
+    enabled = f.services.get("containerd", {}).get("enabled") == "enabled"
+    if version == f.containerd_version and active and enabled and containerd_config_ok(ctx, f, version):
+        return  # the facts show a running containerd whose config already meets every requirement
 
     # The config: generated from the installed binary, edited in its native version.
     if ctx.dry_run and not f.containerd_version:
@@ -166,8 +170,6 @@ def install_containerd(ctx: Context, host: HostSpec, family: str) -> None:
     cfg = containerd_config_file(ctx.inventory, ctx.release, version, default_toml=default,
                                  host=host.name)
     changed = ops.put_file(cfg, "write /etc/containerd/config.toml (SystemdCgroup, pause image, CRI on)")
-    active = f.service_active("containerd") and bool(f.containerd_version)
-    enabled = f.services.get("containerd", {}).get("enabled") == "enabled"
     if changed or not active:
         ops.change("restart containerd", Cmd("systemctl", "restart", "containerd"))
     if not enabled:
@@ -178,6 +180,15 @@ def install_containerd(ctx: Context, host: HostSpec, family: str) -> None:
             raise RemoteCommandError(host.name, "containerd config dump", 0,
                                      "SystemdCgroup is not true in the running configuration",
                                      "check /etc/containerd/config.toml and its drop-ins")
+
+
+def containerd_config_ok(ctx: Context, f, version: str) -> bool:
+    """The current config (from the probe) is in the native version, CRI on, systemd cgroups,
+    and the pause image kubeadm expects."""
+    c = f.containerd
+    return (c.present and not c.parse_error and c.version == native_config_version(version)
+            and c.systemd_cgroup is True and not c.cri_disabled
+            and c.sandbox_image == ctx.release.pause_image)
 
 
 def install_kubernetes(ctx: Context, host: HostSpec, family: str) -> None:

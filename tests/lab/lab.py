@@ -575,6 +575,9 @@ class Lab:
         (self.dir / "hosts").mkdir()
         self.shared_dir.mkdir()
         shutil.copytree(SIM_DIR, self.dir / "sim", ignore=shutil.ignore_patterns("__pycache__"))
+        # labsim.py needs fixture.py's file formats; the checkout may be invisible inside hosts
+        # (a clone under /tmp: every host has its own /tmp), so it travels with the simulators.
+        shutil.copy2(HERE / "fixture.py", self.dir / "sim" / "fixture.py")
         for p in (self.dir / "sim").iterdir():
             p.chmod(0o755)
         # The heavier simulators (sim/labsim.py) run with this interpreter (it has PyYAML and

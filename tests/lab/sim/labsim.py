@@ -37,7 +37,7 @@ STATE = Path("/etc/gpuk8s-lab")
 CLUSTER = SHARED / "cluster.json"
 CLUSTER_LOCK = SHARED / "cluster.lock"
 
-sys.path.insert(0, str(Path(json.loads((LAB / "labsim.json").read_text())["repo"]) / "tests" / "lab"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the lab copies fixture.py next to it
 import fixture as fx  # noqa: E402  (tests/lab/fixture.py: containerd file formats)
 
 import yaml  # noqa: E402
