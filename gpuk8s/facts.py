@@ -18,7 +18,6 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from gpuk8s.versions import parse_version
 
 SECTION_PREFIX = "@@gpuk8s:"
 NVIDIA_VENDOR = "0x10de"

@@ -16,7 +16,7 @@ _PATTERNS = [
     re.compile(r"\b([a-z0-9]{6})\.[a-z0-9]{16}\b"),                    # bootstrap token
     re.compile(r"(--certificate-key[ =])[0-9a-f]{64}"),                  # certificate key flag
     re.compile(r"(?m)^([0-9a-f]{64})$"),                                 # key alone on a line
-    re.compile(r"((?:client-key-data|client-certificate-data|token):\s*)\S+"),  # kubeconfig material
+    re.compile(r"(?m)^(\s*(?:client-key-data|client-certificate-data|token):\s*)\S+"),  # kubeconfig
 ]
 
 

@@ -62,6 +62,17 @@ class Context:
     failed_hosts: dict[str, str] = field(default_factory=dict)
     token_in_use: bool = False
     _ops: dict[str, HostOps] = field(default_factory=dict)
+    _nodes: tuple[int, dict] | None = None   # (changes made when fetched, nodes by name)
+
+    def cached_nodes(self, fetch: Callable[[], dict]) -> dict:
+        """The cluster's nodes, fetched again only after something changed."""
+        mark = len(self.gate.plan.changes)
+        if self._nodes is None or self._nodes[0] != mark:
+            self._nodes = (mark, fetch())
+        return self._nodes[1]
+
+    def forget_nodes(self) -> None:
+        self._nodes = None
 
     @property
     def dry_run(self) -> bool:

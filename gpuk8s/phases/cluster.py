@@ -17,7 +17,7 @@ from gpuk8s.errors import ClusterStateError, Gpuk8sError, RemoteCommandError
 from gpuk8s.inventory import HostSpec
 from gpuk8s.phases.base import (ADMIN_CONF, CA_CERT, KUBELET_CONF, Context, Phase, PhaseResult)
 from gpuk8s.pki import ca_cert_hash
-from gpuk8s.render import (KUBEADM_INIT_CONFIG, RenderedFile, calico_installation, calico_manifest_urls,
+from gpuk8s.render import (RenderedFile, calico_installation, calico_manifest_urls,
                            control_plane_endpoint, kubeadm_init_config, kubeadm_join_config,
                            node_labels_after_join)
 from gpuk8s.shell import Cmd
@@ -51,12 +51,17 @@ class InitControlPlane(Phase):
         host = ctx.first_cp
         if _bootstrapped(ctx):
             # admin.conf is written before the control plane starts: a failed init leaves it too.
-            res = ctx.ops(host.name).read(ctx.kubectl("get", "nodes", "-o", "name"), check=False)
-            if res.exit_status != 0:
+            res = ctx.ops(host.name).read(ctx.kubectl("get", "nodes", "-o", "json"), check=False)
+            try:
+                nodes = {i["metadata"]["name"]: i for i in json.loads(res.stdout)["items"]}
+            except (ValueError, KeyError, TypeError):
+                nodes = None
+            if res.exit_status != 0 or nodes is None:
                 raise ClusterStateError(
                     f"{host.name}: {ADMIN_CONF} exists but the API server does not answer "
                     f"({ctx.log.redact(res.stderr.strip()[-300:])}). A previous `kubeadm init` probably "
                     f"failed: run `kubeadm reset -f` on {host.name}, then `gpuk8s up` again.")
+            ctx.cached_nodes(lambda: nodes)
             return PhaseResult(self.title, notes=[f"{host.name}: already initialised ({ADMIN_CONF} exists)"])
         cfg = kubeadm_init_config(ctx.inventory, host, ctx.secrets, ctx.release)
         ops = ctx.ops(host.name)
@@ -232,9 +237,14 @@ class JoinWorkers(Phase):
         return PhaseResult(self.title, notes=[f"{n}: {e}" for n, e in ctx.failed_hosts.items()])
 
 
-def _nodes(ctx: Context) -> dict[str, dict]:
+def _fetch_nodes(ctx: Context) -> dict[str, dict]:
     doc = _kubectl_json(ctx, "get", "nodes") or {}
     return {i["metadata"]["name"]: i for i in doc.get("items", [])}
+
+
+def _nodes(ctx: Context) -> dict[str, dict]:
+    """Nodes by name; fetched again only after a change (a re-run reads them once)."""
+    return ctx.cached_nodes(lambda: _fetch_nodes(ctx))
 
 
 def _ready(node: dict) -> bool:
@@ -275,8 +285,11 @@ class WaitNodesReady(Phase):
             return PhaseResult(self.title, notes=["dry run: not waiting"])
         want = [h.name for h in ctx.live_hosts(ctx.inventory.hosts)]
 
+        first = [True]
+
         def probe():
-            nodes = _nodes(ctx)
+            nodes = _nodes(ctx) if first[0] else _fetch_nodes(ctx)
+            first[0] = False
             missing = [n for n in want if n not in nodes]
             not_ready = [n for n in want if n in nodes and not _ready(nodes[n])]
             if not missing and not not_ready:
@@ -286,7 +299,7 @@ class WaitNodesReady(Phase):
                 f"NotReady: {', '.join(not_ready)}" if not_ready else ""]))
 
         def diagnose() -> str:
-            nodes = _nodes(ctx)
+            nodes = _fetch_nodes(ctx)
             parts = [_diagnose_cluster(ctx)]
             for name in want:
                 if name in nodes and _ready(nodes[name]):
@@ -320,18 +333,23 @@ class WriteKubeconfig(Phase):
         host = ctx.first_cp
         ops = ctx.ops(host.name)
         user = host.ssh.user
+        admin = ""
         if not ctx.dry_run or _bootstrapped(ctx):
             home = "/root" if user == "root" else (
                 (ops.read(Cmd("getent", "passwd", user)).stdout.split(":") + [""] * 6)[5] or f"/home/{user}")
             target = f"{home}/.kube/config"
-            same = ops.read(Cmd("cmp", "-s", ADMIN_CONF, target), check=False).exit_status == 0
-            if not same:
+            # One round trip: is the user's copy current (first line), then admin.conf itself.
+            res = ops.read(Cmd("sh", "-c", 'cmp -s -- "$1" "$2"; echo "$?"; cat -- "$1"',
+                               "gpuk8s-kubeconfig", ADMIN_CONF, target), check=False)
+            first, _, admin = res.stdout.partition("\n")
+            if first.strip() != "0":
                 ops.change(f"install the admin kubeconfig for {user} at {target}",
                            Cmd("install", "-D", "-m", "0600", "-o", user, ADMIN_CONF, target))
         if ctx.dry_run and not _bootstrapped(ctx):
             ctx.gate.wet("local", f"write the admin kubeconfig to {self.path}", lambda: None)
             return PhaseResult(self.title)
-        admin = ops.read(Cmd("cat", ADMIN_CONF)).stdout
+        if not admin.strip():
+            admin = ops.read(Cmd("cat", ADMIN_CONF)).stdout
         content = kubeconfig_for_user(admin, f"https://{control_plane_endpoint(ctx.inventory)}")
         current = self.path.read_text() if self.path.exists() else None
         if current != content:

@@ -63,6 +63,14 @@ class PrepareHosts(Phase):
         return PhaseResult(self.title)
 
 
+def _chain(cmds: list[Cmd]) -> Cmd:
+    """Several commands in one round trip, stopping at the first failure."""
+    out = cmds[0]
+    for c in cmds[1:]:
+        out = out.then("&&", c)
+    return out
+
+
 def prepare_host(ctx: Context, host: HostSpec) -> None:
     f = ctx.facts[host.name]
     ops = ctx.ops(host.name)
@@ -71,36 +79,50 @@ def prepare_host(ctx: Context, host: HostSpec) -> None:
         raise UsageError(f"{host.name}: cannot tell the package manager of {f.os.pretty_name or 'this OS'}")
 
     # Swap: off now and after reboot (the kubelet refuses to start with swap on).
-    if f.swap_enabled:
-        ops.change("turn swap off", Cmd("swapoff", "-a"))
-    if f.swap_fstab_entries:
-        ops.change("comment out swap in /etc/fstab", _fstab_swap_sed())
-    for unit in f.swap_units:
-        ops.change(f"mask swap unit {unit}", Cmd("systemctl", "mask", unit))
+    swap = ([Cmd("swapoff", "-a")] if f.swap_enabled else []) + \
+        ([_fstab_swap_sed()] if f.swap_fstab_entries else []) + \
+        [Cmd("systemctl", "mask", unit) for unit in f.swap_units]
+    if swap:
+        ops.change("turn swap off now and after reboot (fstab, swap units)", _chain(swap))
 
     # Kernel modules and sysctls, persisted and applied.
     ops.put_file(modules_file(host.name))
-    for module, loaded in (("overlay", f.overlay_available), ("br_netfilter", f.br_netfilter_loaded)):
-        if not loaded:
-            ops.change(f"load {module}", Cmd("modprobe", module))
+    load = [Cmd("modprobe", m) for m, loaded in (("overlay", f.overlay_available),
+                                                 ("br_netfilter", f.br_netfilter_loaded)) if not loaded]
+    if load:
+        ops.change("load " + " and ".join(c.masked().split()[-1] for c in load), _chain(load))
     sysctl_changed = ops.put_file(sysctl_file(ctx.inventory, host.name))
     if sysctl_changed or any(f.sysctls.get(k) != "1" for k in SYSCTLS):
         ops.change("apply sysctls", Cmd("sysctl", "--system"))
 
     install_prerequisites(ctx, host, family)
-    install_containerd(ctx, host, family)
-    install_kubernetes(ctx, host, family)
+    install_packages(ctx, host, family)
+    configure_containerd(ctx, host)
+    if f.services.get("kubelet", {}).get("enabled") != "enabled":
+        ops.change("enable kubelet", Cmd("systemctl", "enable", "kubelet"))
 
 
 def install_prerequisites(ctx: Context, host: HostSpec, family: str) -> None:
-    """The tools kubeadm's preflight looks for (ip, iptables, nsenter, conntrack, socat, ...)."""
-    missing = missing_binaries(ctx.facts[host.name])
-    if not missing:
-        return
+    """The tools kubeadm's preflight looks for (ip, iptables, conntrack, socat, ...) and, on apt
+    systems that will fetch repository keys, curl and gpg: one package transaction."""
+    f = ctx.facts[host.name]
+    missing = missing_binaries(f)
     pkgs = packages_for(family, missing)
+    if family == "debian" and _needs_packages(ctx, host):
+        pkgs += [p for p in ("ca-certificates", "curl", "gpg") if p not in f.binaries]
+    if not pkgs:
+        return
+    pkgs = list(dict.fromkeys(pkgs))
     cmd = (Cmd("apt-get", "update", "-qq").then("&&", Cmd("apt-get", "install", "-y", "-qq", *pkgs))
            if family == "debian" else Cmd("dnf", "install", "-y", *pkgs))
-    ctx.ops(host.name).change(f"install {', '.join(pkgs)} (for {', '.join(missing)})", cmd, timeout=900)
+    ctx.ops(host.name).change(f"install {', '.join(pkgs)}", cmd, timeout=900)
+
+
+def _needs_packages(ctx: Context, host: HostSpec) -> bool:
+    f = ctx.facts[host.name]
+    patch = kubernetes_patch(ctx.inventory, ctx.release)
+    return not containerd_ok(f.containerd_version, ctx) or \
+        (f.kubeadm_version, f.kubelet_version, f.kubectl_version) != (patch, patch, patch)
 
 
 def _apt_install(*packages: str) -> Cmd:
@@ -108,72 +130,86 @@ def _apt_install(*packages: str) -> Cmd:
                "--allow-change-held-packages", *packages)
 
 
-def _ensure_apt_tools(ctx: Context, host: HostSpec) -> None:
+def install_packages(ctx: Context, host: HostSpec, family: str) -> None:
+    """containerd (Docker's repository) and kubelet/kubeadm/kubectl (pkgs.k8s.io) in the versions
+    the matrix wants: repositories first, then one package transaction, then the holds."""
     f = ctx.facts[host.name]
-    if "curl" in f.binaries and "gpg" in f.binaries:
+    ops = ctx.ops(host.name)
+    patch = kubernetes_patch(ctx.inventory, ctx.release)
+    want_ctr = None if containerd_ok(f.containerd_version, ctx) else wanted_containerd(ctx)
+    want_kube = (f.kubeadm_version, f.kubelet_version, f.kubectl_version) != (patch, patch, patch)
+    if not want_ctr and not want_kube:
         return
-    ops = ctx.ops(host.name)
-    ops.change("install curl and gpg", Cmd("apt-get", "update", "-qq").then(
-        "&&", Cmd("apt-get", "install", "-y", "-qq", "apt-transport-https", "ca-certificates", "curl", "gpg")))
-
-
-def install_containerd(ctx: Context, host: HostSpec, family: str) -> None:
-    f = ctx.facts[host.name]
-    ops = ctx.ops(host.name)
-    version = f.containerd_version
-    if not containerd_ok(version, ctx):
-        want = wanted_containerd(ctx)
-        minor = ctx.release.minor
-        if family == "debian":
-            _ensure_apt_tools(ctx, host)
-            distro = "debian" if (f.os.id or "") == "debian" else "ubuntu"
-            ops.change("create /etc/apt/keyrings", Cmd("install", "-m", "0755", "-d", APT_KEYRINGS))
-            ops.change("fetch Docker's repository key",
-                       Cmd("curl", "-fsSL", f"https://download.docker.com/linux/{distro}/gpg",
-                           "-o", DOCKER_KEYRING))
+    minor = ctx.release.minor
+    what = " and ".join(filter(None, [f"containerd {want_ctr}" if want_ctr else "",
+                                      f"kubelet, kubeadm, kubectl {patch}" if want_kube else ""]))
+    if family == "debian":
+        distro = "debian" if (f.os.id or "") == "debian" else "ubuntu"
+        keys = [Cmd("install", "-m", "0755", "-d", APT_KEYRINGS)]
+        if want_ctr:
             if not f.os.version_codename:
                 raise UsageError(f"{host.name}: /etc/os-release has no VERSION_CODENAME, so the "
                                  "Docker apt repository for containerd cannot be chosen; install "
                                  "containerd yourself or set versions.containerd to what is installed")
-            repo = RenderedFile("/etc/apt/sources.list.d/docker.list", render_template(
+            keys.append(Cmd("curl", "-fsSL", f"https://download.docker.com/linux/{distro}/gpg",
+                            "-o", DOCKER_KEYRING))
+        if want_kube:
+            keys.append(Cmd("curl", "-fsSL", package_key_url(ctx.release, "debian")).then(
+                "|", Cmd("gpg", "--batch", "--yes", "--dearmor", "-o", K8S_KEYRING)))
+        ops.change("fetch repository keys", _chain(keys))
+        if want_ctr:
+            ops.put_file(RenderedFile("/etc/apt/sources.list.d/docker.list", render_template(
                 "packages/docker.list.j2", minor=minor, keyring=DOCKER_KEYRING,
                 repo_url=f"https://download.docker.com/linux/{distro}",
-                codename=f.os.version_codename), host=host.name)
-            ops.put_file(repo)
-            ops.change(f"install containerd {want}",
-                       Cmd("apt-get", "update", "-qq").then("&&", _apt_install(f"containerd.io={version_pattern(want, '-')}")),
-                       timeout=900)
-        else:
-            repo = RenderedFile("/etc/yum.repos.d/docker-ce.repo", render_template(
+                codename=f.os.version_codename), host=host.name))
+        if want_kube:
+            ops.put_file(package_repo_file(ctx.inventory, ctx.release, family, host.name))
+        pkgs = ([f"containerd.io={version_pattern(want_ctr, '-')}"] if want_ctr else []) + \
+            ([f"{p}={patch}-1.1" for p in KUBE_PACKAGES] if want_kube else [])
+        steps = [Cmd("apt-get", "update", "-qq"), _apt_install(*pkgs)]
+        if want_kube:
+            steps.append(Cmd("apt-mark", "hold", *KUBE_PACKAGES))
+        ops.change(f"install {what}" + (" (held)" if want_kube else ""), _chain(steps), timeout=900)
+    else:
+        if want_ctr:
+            ops.put_file(RenderedFile("/etc/yum.repos.d/docker-ce.repo", render_template(
                 "packages/docker-ce.repo.j2", minor=minor,
                 repo_url="https://download.docker.com/linux/rhel/$releasever/$basearch/stable",
-                key_url="https://download.docker.com/linux/rhel/gpg"), host=host.name)
-            ops.put_file(repo)
-            ops.change(f"install containerd {want}",
-                       Cmd("dnf", "install", "-y", f"containerd.io-{version_pattern(want, '-')}"), timeout=900)
-        if not ctx.dry_run:
-            version = parse_containerd_version(ops.read(Cmd("containerd", "--version")).stdout)
-            if not containerd_ok(version, ctx):
-                raise RemoteCommandError(host.name, "containerd --version", 0, f"installed {version}",
-                                         f"the repository did not provide containerd {want}")
-    version = version or wanted_containerd(ctx)
-    active = f.service_active("containerd") and bool(f.containerd_version)
-    enabled = f.services.get("containerd", {}).get("enabled") == "enabled"
-    if version == f.containerd_version and active and enabled and containerd_config_ok(ctx, f, version):
-        return  # the facts show a running containerd whose config already meets every requirement
+                key_url="https://download.docker.com/linux/rhel/gpg"), host=host.name))
+        if want_kube:
+            ops.put_file(package_repo_file(ctx.inventory, ctx.release, family, host.name))
+        pkgs = ([f"containerd.io-{version_pattern(want_ctr, '-')}"] if want_ctr else []) + \
+            ([f"{p}-{patch}" for p in KUBE_PACKAGES] if want_kube else [])
+        # The repository excludes the Kubernetes packages from routine upgrades (the hold).
+        ops.change(f"install {what}", Cmd("dnf", "install", "-y", *pkgs, "--disableexcludes=kubernetes"),
+                   timeout=900)
+    if want_ctr and not ctx.dry_run:
+        version = parse_containerd_version(ops.read(Cmd("containerd", "--version")).stdout)
+        if not containerd_ok(version, ctx):
+            raise RemoteCommandError(host.name, "containerd --version", 0, f"installed {version}",
+                                     f"the repository did not provide containerd {want_ctr}")
+        ctx.facts[host.name].containerd_version = version
 
-    # The config: generated from the installed binary, edited in its native version.
-    if ctx.dry_run and not f.containerd_version:
+
+def configure_containerd(ctx: Context, host: HostSpec) -> None:
+    """The config: generated from the installed binary, edited in its native version, verified."""
+    f = ctx.facts[host.name]
+    ops = ctx.ops(host.name)
+    version = f.containerd_version or wanted_containerd(ctx)
+    active = f.service_active("containerd")
+    enabled = f.services.get("containerd", {}).get("enabled") == "enabled"
+    if active and enabled and containerd_config_ok(ctx, f, version):
+        return  # the facts show a running containerd whose config already meets every requirement
+    if ctx.dry_run and not containerd_ok(f.containerd_version, ctx):
         default = shipped_containerd_default(version)
     else:
         default = ops.read(Cmd("containerd", "config", "default")).stdout
     cfg = containerd_config_file(ctx.inventory, ctx.release, version, default_toml=default,
                                  host=host.name)
     changed = ops.put_file(cfg, "write /etc/containerd/config.toml (SystemdCgroup, pause image, CRI on)")
-    if changed or not active:
-        ops.change("restart containerd", Cmd("systemctl", "restart", "containerd"))
-    if not enabled:
-        ops.change("enable containerd", Cmd("systemctl", "enable", "containerd"))
+    if changed or not active or not enabled:
+        ops.change("enable and restart containerd", Cmd("systemctl", "enable", "containerd").then(
+            "&&", Cmd("systemctl", "restart", "containerd")))
     if not ctx.dry_run:
         dump = parse_containerd_config(ops.read(Cmd("containerd", "config", "dump")).stdout)
         if dump.systemd_cgroup is not True or dump.cri_disabled:
@@ -189,30 +225,3 @@ def containerd_config_ok(ctx: Context, f, version: str) -> bool:
     return (c.present and not c.parse_error and c.version == native_config_version(version)
             and c.systemd_cgroup is True and not c.cri_disabled
             and c.sandbox_image == ctx.release.pause_image)
-
-
-def install_kubernetes(ctx: Context, host: HostSpec, family: str) -> None:
-    f = ctx.facts[host.name]
-    ops = ctx.ops(host.name)
-    patch = kubernetes_patch(ctx.inventory, ctx.release)
-    have = (f.kubeadm_version, f.kubelet_version, f.kubectl_version)
-    if have != (patch, patch, patch):
-        repo = package_repo_file(ctx.inventory, ctx.release, family, host.name)
-        if family == "debian":
-            _ensure_apt_tools(ctx, host)
-            ops.change("create /etc/apt/keyrings", Cmd("install", "-m", "0755", "-d", APT_KEYRINGS))
-            ops.change("fetch the pkgs.k8s.io key",
-                       Cmd("curl", "-fsSL", package_key_url(ctx.release, "debian")).then(
-                           "|", Cmd("gpg", "--batch", "--yes", "--dearmor", "-o", K8S_KEYRING)))
-            ops.put_file(repo)
-            ops.change(f"install kubelet, kubeadm, kubectl {patch}",
-                       Cmd("apt-get", "update", "-qq").then("&&", _apt_install(
-                           *(f"{p}={patch}-1.1" for p in KUBE_PACKAGES))), timeout=900)
-            ops.change("hold kubelet, kubeadm, kubectl", Cmd("apt-mark", "hold", *KUBE_PACKAGES))
-        else:
-            ops.put_file(repo)
-            ops.change(f"install kubelet, kubeadm, kubectl {patch}",
-                       Cmd("dnf", "install", "-y", *(f"{p}-{patch}" for p in KUBE_PACKAGES),
-                           "--disableexcludes=kubernetes"), timeout=900)
-    if f.services.get("kubelet", {}).get("enabled") != "enabled":
-        ops.change("enable kubelet", Cmd("systemctl", "enable", "kubelet"))

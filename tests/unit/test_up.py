@@ -85,9 +85,9 @@ def test_dry_run_plans_every_step_per_host(tmp_path):
     report, _, _ = dry_run(inventory(n_cp=3, n_workers=2), tmp_path)
     plan = report.plan
     w = [c.description for c in plan.for_host("w-1")]
-    assert "turn swap off" in w and "apply sysctls" in w
-    assert any(d.startswith("install containerd") for d in w)
-    assert any(d.startswith("install kubelet, kubeadm, kubectl 1.36.2") for d in w)
+    assert "turn swap off now and after reboot (fstab, swap units)" in w and "apply sysctls" in w
+    assert "install containerd 2.1 and kubelet, kubeadm, kubectl 1.36.2 (held)" in w
+    assert "enable and restart containerd" in w and "enable kubelet" in w
     assert "kubeadm join as worker" in w
     cp1 = [c.description for c in plan.for_host("cp-1")]
     assert "kubeadm init" in cp1 and "apply the Calico Installation" in cp1
@@ -181,3 +181,9 @@ def test_version_patterns_never_overmatch():
     from gpuk8s.phases.prepare import version_pattern
     assert version_pattern("2.1", "-") == "2.1.*"
     assert version_pattern("2.1.4", "-") == "2.1.4-*"
+
+
+def test_runlog_leaves_ordinary_text_alone():
+    log = RunLog(None)
+    assert log.redact("phase delete join token: 1 changes in 0.2s") == "phase delete join token: 1 changes in 0.2s"
+    assert log.redact("users:\n- name: admin\n  user:\n    token: abc.def\n") .endswith("token: ***\n")
