@@ -578,7 +578,7 @@ def check_product_uuid_unique(ctx: _Ctx) -> CheckResult:
                            "sudo cat /sys/class/dmi/id/product_uuid")
     dupes = _shared(ctx, lambda f: f.product_uuid)
     fix = ("cloned VM: give it a new SMBIOS UUID in the hypervisor (libvirt: `virsh edit "
-           f"<domain>` <uuid>; VMware: uuid.bios) and reboot; bare metal: set a unique system "
+           "<domain>` <uuid>; VMware: uuid.bios) and reboot; bare metal: set a unique system "
            "UUID with the board vendor's DMI tool")
     if dupes:
         return CheckResult("product-uuid-unique", FAIL,
