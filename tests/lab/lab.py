@@ -53,6 +53,17 @@ IFACE_PREFIX = "gl"                  # gl<owner pid, 6 hex><lab counter, 1 hex>{
 HOLDER_TAG = "gpuk8s-lab-holder:"
 IN_HOST_LAB_DIR = "/run/gpuk8s-lab"  # where a host sees the lab directory
 LOCK_FILE = "/tmp/gpuk8s-lab.lock"
+SERVER_BASHRC = """# ~/.bashrc: executed by bash(1) for non-login shells (a stock server's).
+# If not running interactively, don't do anything.
+case $- in
+    *i*) ;;
+      *) return;;
+esac
+HISTCONTROL=ignoreboth
+"""
+SERVER_PROFILE = """# ~/.profile: executed by the command interpreter for login shells (a stock server's).
+if [ -n "$BASH_VERSION" ] && [ -f "$HOME/.bashrc" ]; then . "$HOME/.bashrc"; fi
+"""
 OVERLAY_TREES = ("/etc", "/usr", "/var", "/opt", "/root", "/home", "/srv")   # at least these
 NOT_OVERLAID = {"proc", "sys", "dev", "run", "tmp", "lost+found"}
 PATH_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin")
@@ -881,6 +892,10 @@ class _HostRenderer:
                 group.append(f"{u.name}:x:{u.uid}:")
                 self.mkdir(home, 0o750, u.uid, u.uid)
             shadow.append(f"{u.name}:{u.password_hash}:20000:0:99999:7:::")
+            # A server's own shell start-up files: this machine's (pyenv init and the like) would
+            # run in every SSH session (bash sources ~/.bashrc when started by sshd).
+            self.write(f"{home}/.bashrc", SERVER_BASHRC, 0o644, u.uid, u.uid)
+            self.write(f"{home}/.profile", SERVER_PROFILE, 0o644, u.uid, u.uid)
             if u.ssh_key:
                 self.mkdir(f"{home}/.ssh", 0o700, u.uid, u.uid)
                 self.write(f"{home}/.ssh/authorized_keys", self.lab.client_pub + "\n", 0o600, u.uid, u.uid)
