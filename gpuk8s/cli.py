@@ -157,7 +157,7 @@ def up(
                          kubeconfig_path=kubeconfig.resolve() if kubeconfig else None,
                          wait_timeout=wait_timeout)
         try:
-            report = run_up(inv, opts, log=log, on_phase=ui.phase_printer())
+            report = run_up(inv, opts, log=log, on_phase=ui.phase_printer(), progress=ui.HostProgress())
         except PreflightFailed as e:
             ui.render_preflight(e.report)
             raise

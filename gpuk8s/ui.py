@@ -205,3 +205,31 @@ def render_up(report, console: Console | None = None) -> None:
             console.print(Text("nothing to do: the cluster already matches the inventory", style="bold green"))
         if report.kubeconfig:
             console.print(f"kubeconfig: {report.kubeconfig}  (export KUBECONFIG={report.kubeconfig})")
+
+
+class HostProgress:
+    """Per-host progress inside a parallel phase of `up` (a transient bar on a terminal)."""
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or err_console
+        self._progress = None
+        self._task = None
+
+    def start(self, title: str, total: int) -> None:
+        if not self.console.is_terminal or total == 0:
+            return
+        self._progress = Progress(SpinnerColumn(), TextColumn(f"  {escape(title)}"), BarColumn(),
+                                  MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
+                                  TimeElapsedColumn(), console=self.console, transient=True)
+        self._progress.start()
+        self._task = self._progress.add_task(title, total=total, last="")
+
+    def done(self, host: str, ok: bool) -> None:
+        if self._progress is not None:
+            mark = "[green]✓[/]" if ok else "[red]✗[/]"
+            self._progress.update(self._task, advance=1, last=f"{mark} {escape(host)}")
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

@@ -75,7 +75,7 @@ def blocking_failures(report: PreflightReport, ignore: Iterable[str]) -> tuple[d
 def run_up(inventory: Inventory, options: UpOptions, *, log: RunLog,
            open_transport: Callable | None = None,
            on_phase: Callable[[str, PhaseResult | None], None] | None = None,
-           secrets: ClusterSecrets | None = None) -> UpReport:
+           secrets: ClusterSecrets | None = None, progress: object | None = None) -> UpReport:
     """Preflight every host, then run the phases; a re-run resumes from what the facts show."""
     if open_transport is None:
         from gpuk8s.transport import open_transport as _open
@@ -123,7 +123,7 @@ def run_up(inventory: Inventory, options: UpOptions, *, log: RunLog,
 
         ctx = Context(inventory=inventory, release=release, options=options,
                       gate=Gate(options.dry_run, log), log=log, secrets=secrets,
-                      transports=transports, facts=facts, refresh=refresh)
+                      transports=transports, facts=facts, refresh=refresh, progress=progress)
         phases = [PrepareHosts(), InitControlPlane(), InstallCalico(), JoinControlPlanes(),
                   JoinWorkers(), ApplyNodeMetadata(), WaitNodesReady(), WriteKubeconfig(kubeconfig),
                   DeleteJoinToken()]

@@ -61,6 +61,7 @@ class Context:
     refresh: Callable[[Iterable[str]], None]
     failed_hosts: dict[str, str] = field(default_factory=dict)
     token_in_use: bool = False
+    progress: object | None = None   # start(title, total) / done(host, ok) / stop(): per-host progress
     _ops: dict[str, HostOps] = field(default_factory=dict)
     _nodes: tuple[int, dict] | None = None   # (changes made when fetched, nodes by name)
 
@@ -104,8 +105,16 @@ class Context:
 
         fatal=False records failed hosts (later phases skip them) and lets the run go on.
         """
-        outcomes = for_each_host(list(hosts), fn, name=lambda h: h.name,
-                                 parallel=self.options.parallel)
+        hosts = list(hosts)
+        bar = self.progress
+        if bar is not None:
+            bar.start(phase, len(hosts))
+        try:
+            outcomes = for_each_host(hosts, fn, name=lambda h: h.name, parallel=self.options.parallel,
+                                     on_done=(lambda o: bar.done(o.name, o.ok)) if bar is not None else None)
+        finally:
+            if bar is not None:
+                bar.stop()
         errors = {n: o.error for n, o in outcomes.items() if not o.ok}
         for n, e in errors.items():
             self.log.write(n, f"{phase} failed: {e}")

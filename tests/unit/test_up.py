@@ -187,3 +187,25 @@ def test_runlog_leaves_ordinary_text_alone():
     log = RunLog(None)
     assert log.redact("phase delete join token: 1 changes in 0.2s") == "phase delete join token: 1 changes in 0.2s"
     assert log.redact("users:\n- name: admin\n  user:\n    token: abc.def\n") .endswith("token: ***\n")
+
+
+def test_progress_reports_every_host_of_a_parallel_phase(tmp_path):
+    events = []
+
+    class Recorder:
+        def start(self, title, total):
+            events.append(("start", title, total))
+
+        def done(self, host, ok):
+            events.append(("done", host, ok))
+
+        def stop(self):
+            events.append(("stop",))
+
+    inv = inventory(n_workers=2)
+    probes = {h.name: bare_probe(h.name, i, h.address) for i, h in enumerate(inv.hosts)}
+    run_up(inv, UpOptions(dry_run=True, kubeconfig_path=tmp_path / "kc"), log=RunLog(None), secrets=SECRETS,
+           progress=Recorder(), open_transport=lambda h, **kw: RecordingTransport(h, probes[h.name], []))
+    assert events[0] == ("start", "prepare hosts", 3)
+    assert sorted(e[1] for e in events[1:4]) == ["cp-1", "w-1", "w-2"] and events[4] == ("stop",)
+    assert ("start", "join workers", 2) in events
