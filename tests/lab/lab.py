@@ -18,6 +18,7 @@ import atexit
 import ctypes
 import dataclasses
 import fcntl
+import compileall
 import hashlib
 import ipaddress
 import json
@@ -589,6 +590,8 @@ class Lab:
         # labsim.py needs fixture.py's file formats; the checkout may be invisible inside hosts
         # (a clone under /tmp: every host has its own /tmp), so it travels with the simulators.
         shutil.copy2(HERE / "fixture.py", self.dir / "sim" / "fixture.py")
+        # Compile once: every simulated call would otherwise recompile labsim.py (2,000 lines).
+        compileall.compile_dir(str(self.dir / "sim"), quiet=1)
         for p in (self.dir / "sim").iterdir():
             p.chmod(0o755)
         # The heavier simulators (sim/labsim.py) run with this interpreter (it has PyYAML and
