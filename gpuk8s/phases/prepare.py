@@ -106,8 +106,9 @@ def install_prerequisites(ctx: Context, host: HostSpec, family: str) -> None:
     """The tools kubeadm's preflight looks for (ip, iptables, conntrack, socat, ...) and, on apt
     systems that will fetch repository keys, curl and gpg: one package transaction."""
     f = ctx.facts[host.name]
-    missing = missing_binaries(f)
-    pkgs = packages_for(family, missing)
+    if family != "debian" and _needs_packages(ctx, host):
+        return  # dnf needs no curl for repository keys: they join the main package transaction
+    pkgs = packages_for(family, missing_binaries(f))
     if family == "debian" and _needs_packages(ctx, host):
         pkgs += [p for p in ("ca-certificates", "curl", "gpg") if p not in f.binaries]
     if not pkgs:
@@ -178,7 +179,8 @@ def install_packages(ctx: Context, host: HostSpec, family: str) -> None:
                 key_url="https://download.docker.com/linux/rhel/gpg"), host=host.name))
         if want_kube:
             ops.put_file(package_repo_file(ctx.inventory, ctx.release, family, host.name))
-        pkgs = ([f"containerd.io-{version_pattern(want_ctr, '-')}"] if want_ctr else []) + \
+        pkgs = packages_for(family, missing_binaries(f)) + \
+            ([f"containerd.io-{version_pattern(want_ctr, '-')}"] if want_ctr else []) + \
             ([f"{p}-{patch}" for p in KUBE_PACKAGES] if want_kube else [])
         # The repository excludes the Kubernetes packages from routine upgrades (the hold).
         ops.change(f"install {what}", Cmd("dnf", "install", "-y", *pkgs, "--disableexcludes=kubernetes"),
