@@ -30,6 +30,13 @@ _PUT_SCRIPT = (
 )
 
 
+# Writes $1 from stdin with mode 0600, runs the rest of the arguments, removes $1, keeps the status.
+_SECRET_SCRIPT = (
+    'f=$1; shift; umask 077; mkdir -p -- "${f%/*}" && cat > "$f" || exit 97; '
+    '"$@"; rc=$?; rm -f -- "$f"; exit "$rc"'
+)
+
+
 @dataclass
 class PlannedChange:
     host: str
@@ -130,6 +137,22 @@ class HostOps:
         self.gate.wet(self.name, description or f"write {f.path}",
                       lambda: self._run(cmd, stdin=f.content), commands=[], files=[f])
         return True
+
+    def run_with_secret_file(self, f: RenderedFile, cmd: Cmd, description: str, *,
+                             timeout: float | None = None, hint: str = "",
+                             accept: Callable[[Result], bool] | None = None) -> Result | None:
+        """One round trip: write a file holding secrets (mode 0600, from stdin), run cmd, and
+        remove the file whatever cmd did. Nothing secret is on a command line."""
+        wrapped = Cmd("sh", "-c", _SECRET_SCRIPT, "gpuk8s-secret", f.path, cmd)
+
+        def go() -> Result:
+            res = self._run(wrapped, stdin=f.content, timeout=timeout, check=False)
+            if res.exit_status != 0 and not (accept and accept(res)):
+                raise RemoteCommandError(self.name, cmd.masked(), res.exit_status,
+                                         self.log.redact(res.stderr or res.stdout), hint)
+            return res
+
+        return self.gate.wet(self.name, description, go, commands=[cmd], files=[f])
 
     def remove_file(self, path: str, description: str | None = None) -> None:
         self.change(description or f"remove {path}", Cmd("rm", "-f", "--", path))

@@ -30,16 +30,6 @@ class WaitTimeout(Gpuk8sError):
     exit_code = RemoteCommandError.exit_code
 
 
-def _with_secret_file(ctx: Context, host: str, f: RenderedFile, fn) -> None:
-    """Upload a 0600 file holding secrets, run fn, and always remove the file again."""
-    ops = ctx.ops(host)
-    ops.put_file(f)
-    try:
-        fn()
-    finally:
-        ops.remove_file(f.path, f"remove {f.path} (holds secrets)")
-
-
 def _bootstrapped(ctx: Context) -> bool:
     return ctx.has_file(ctx.first_cp.name, ADMIN_CONF)
 
@@ -64,12 +54,11 @@ class InitControlPlane(Phase):
             ctx.cached_nodes(lambda: nodes)
             return PhaseResult(self.title, notes=[f"{host.name}: already initialised ({ADMIN_CONF} exists)"])
         cfg = kubeadm_init_config(ctx.inventory, host, ctx.secrets, ctx.release)
-        ops = ctx.ops(host.name)
-        _with_secret_file(ctx, host.name, cfg, lambda: ops.change(
-            "kubeadm init", Cmd("kubeadm", "init", "--config", cfg.path, "--upload-certs"),
+        ctx.ops(host.name).run_with_secret_file(
+            cfg, Cmd("kubeadm", "init", "--config", cfg.path, "--upload-certs"), "kubeadm init",
             timeout=KUBEADM_TIMEOUT,
             hint="fix the cause shown above, then run `gpuk8s up` again (a failed init leaves "
-                 "files behind: `kubeadm reset -f` on that host first)"))
+                 "files behind: `kubeadm reset -f` on that host first)")
         ctx.token_in_use = True
         if not ctx.dry_run:
             ctx.refresh([host.name])
@@ -166,19 +155,9 @@ def _ensure_token(ctx: Context) -> None:
         return
     host = ctx.first_cp
     cfg = kubeadm_init_config(ctx.inventory, host, ctx.secrets, ctx.release)
-    ops = ctx.ops(host.name)
-
-    def create() -> None:
-        def run():
-            res = ops.transport.run(Cmd("kubeadm", "token", "create", "--config", cfg.path))
-            ops.log.write(host.name, f"$ {res.command} -> {res.exit_status}")
-            if res.exit_status != 0 and "already exists" not in res.stderr:
-                raise RemoteCommandError(host.name, res.command, res.exit_status,
-                                         ctx.log.redact(res.stderr))
-        ctx.gate.wet(host.name, "create a short-lived bootstrap token", run,
-                     commands=[Cmd("kubeadm", "token", "create", "--config", cfg.path)])
-
-    _with_secret_file(ctx, host.name, cfg, create)
+    ctx.ops(host.name).run_with_secret_file(
+        cfg, Cmd("kubeadm", "token", "create", "--config", cfg.path),
+        "create a short-lived bootstrap token", accept=lambda r: "already exists" in r.stderr)
     ctx.token_in_use = True
 
 
@@ -186,19 +165,18 @@ def _upload_certs(ctx: Context) -> None:
     """Upload fresh control-plane certificates (they expire two hours after each upload)."""
     host = ctx.first_cp
     cfg = kubeadm_init_config(ctx.inventory, host, ctx.secrets, ctx.release)
-    ops = ctx.ops(host.name)
-    _with_secret_file(ctx, host.name, cfg, lambda: ops.change(
-        "upload control-plane certificates (valid 2 h)",
-        Cmd("kubeadm", "init", "phase", "upload-certs", "--upload-certs", "--config", cfg.path)))
+    ctx.ops(host.name).run_with_secret_file(
+        cfg, Cmd("kubeadm", "init", "phase", "upload-certs", "--upload-certs", "--config", cfg.path),
+        "upload control-plane certificates (valid 2 h)")
 
 
 def _join(ctx: Context, host: HostSpec, ca_hash: str) -> None:
     cfg = kubeadm_join_config(ctx.inventory, host, ctx.secrets, ctx.release, ca_hash)
-    ops = ctx.ops(host.name)
     role = "control plane" if host.is_control_plane else "worker"
-    _with_secret_file(ctx, host.name, cfg, lambda: ops.change(
-        f"kubeadm join as {role}", Cmd("kubeadm", "join", "--config", cfg.path), timeout=KUBEADM_TIMEOUT,
-        hint=f"fix the cause on {host.name} (then `kubeadm reset -f` there) and run `gpuk8s up` again"))
+    ctx.ops(host.name).run_with_secret_file(
+        cfg, Cmd("kubeadm", "join", "--config", cfg.path), f"kubeadm join as {role}",
+        timeout=KUBEADM_TIMEOUT,
+        hint=f"fix the cause on {host.name} (then `kubeadm reset -f` there) and run `gpuk8s up` again")
 
 
 def _pending(ctx: Context, hosts) -> list[HostSpec]:
