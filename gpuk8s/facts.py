@@ -33,7 +33,7 @@ MANAGED_FILES = (
     "/etc/modules-load.d/kubernetes.conf", "/etc/sysctl.d/99-kubernetes.conf",
     "/etc/containerd/config.toml", "/etc/apt/sources.list.d/kubernetes.list",
     "/etc/apt/sources.list.d/docker.list", "/etc/yum.repos.d/kubernetes.repo",
-    "/etc/yum.repos.d/docker-ce.repo",
+    "/etc/yum.repos.d/docker-ce.repo", "/etc/NetworkManager/conf.d/calico.conf",
 )
 
 # A few device ids for a name when nvidia-smi cannot give one (no driver); preferred over

@@ -54,7 +54,8 @@ s services
 command -v systemctl >/dev/null 2>&1 && systemctl show -p Id,LoadState,ActiveState,UnitFileState \
   containerd.service kubelet.service firewalld.service ufw.service chronyd.service chrony.service \
   systemd-timesyncd.service ntpd.service ntp.service ntpsec.service docker.service \
-  unattended-upgrades.service dnf-automatic.timer dnf-automatic-install.timer 2>/dev/null
+  unattended-upgrades.service dnf-automatic.timer dnf-automatic-install.timer \
+  NetworkManager.service 2>/dev/null
 s timedatectl; command -v timedatectl >/dev/null 2>&1 && t timedatectl show 2>/dev/null
 s ufw_conf; r /etc/ufw/ufw.conf
 s listen; f /proc/net/tcp; f /proc/net/tcp6
@@ -99,7 +100,8 @@ s managed_files
 set --
 for m in /etc/modules-load.d/kubernetes.conf /etc/sysctl.d/99-kubernetes.conf /etc/containerd/config.toml \
          /etc/apt/sources.list.d/kubernetes.list /etc/apt/sources.list.d/docker.list \
-         /etc/yum.repos.d/kubernetes.repo /etc/yum.repos.d/docker-ce.repo; do
+         /etc/yum.repos.d/kubernetes.repo /etc/yum.repos.d/docker-ce.repo \
+         /etc/NetworkManager/conf.d/calico.conf; do
   [ -f "$m" ] && set -- "$@" "$m"
 done
 [ $# -gt 0 ] && sha256sum -- "$@" 2>/dev/null

@@ -23,6 +23,7 @@ DOCKER_KEYRING = "/etc/apt/keyrings/docker.asc"
 SYSCTLS = ("net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables",
            "net.bridge.bridge-nf-call-ip6tables")
 KUBE_PACKAGES = ("kubelet", "kubeadm", "kubectl")
+NM_CALICO_CONF = "/etc/NetworkManager/conf.d/calico.conf"
 
 
 def _fstab_swap_sed() -> Cmd:
@@ -94,6 +95,17 @@ def prepare_host(ctx: Context, host: HostSpec) -> None:
     sysctl_changed = ops.put_file(sysctl_file(ctx.inventory, host.name))
     if sysctl_changed or any(f.sysctls.get(k) != "1" for k in SYSCTLS):
         ops.change("apply sysctls", Cmd("sysctl", "--system"))
+
+    # RHEL family: SELinux permissive (kubeadm's containers; the GPU Operator needs it not
+    # disabled), persisted in /etc/selinux/config.
+    if family == "rhel" and f.selinux_enforcing:
+        ops.change("set SELinux to permissive (now and after reboot)", Cmd(
+            "sh", "-c", 'setenforce 0 && { [ ! -f "$1" ] || sed -i "s/^SELINUX=enforcing$/SELINUX=permissive/" "$1"; }',
+            "gpuk8s-selinux", "/etc/selinux/config"))
+    # NetworkManager must not manage Calico's interfaces.
+    if f.service_active("NetworkManager"):
+        ops.put_file(RenderedFile(NM_CALICO_CONF, render_template("host/calico-networkmanager.conf.j2"),
+                                  host=host.name), "keep NetworkManager off Calico's interfaces")
 
     install_prerequisites(ctx, host, family)
     install_packages(ctx, host, family)

@@ -980,6 +980,8 @@ LogLevel INFO
         if fx.lspci:
             provided["lspci"] = ""
         provided["systemctl"] = provided["timedatectl"] = ""
+        if fx.selinux:
+            provided["setenforce"] = ""
         pkg = fx.pkg_manager
         pkgs = {"dnf": ["dnf", "yum"], "yum": ["yum"], "apt-get": ["apt-get"]}.get(pkg or "", [])
         keep_real = {b for b in fx.binaries if m.binary_paths.get(b)}

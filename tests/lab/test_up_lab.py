@@ -273,3 +273,19 @@ def test_containerd_17_on_kubernetes_135(lab_factory, tmp_path):
         assert runc["options"]["SystemdCgroup"] is True
     got = nodes(lab)
     assert {g["status"]["nodeInfo"]["kubeletVersion"] for g in got.values()} == {"v1.35.6"}
+
+
+def test_rhel_selinux_permissive_and_networkmanager_left_off_calico(lab_factory, tmp_path):
+    lab = lab_factory([
+        HostFixture.bare("cp-1", roles=("control-plane",)),
+        HostFixture.bare("w-1", os="rocky-9", selinux="enforcing",
+                         services={"NetworkManager.service": ("active", "enabled")}),
+    ])
+    inv = lab.write_inventory(tmp_path / "inv.yaml")
+    r = up(inv, tmp_path)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert lab.read_file("w-1", "/sys/fs/selinux/enforce").strip() == "0"
+    conf = lab.read_file("w-1", "/etc/NetworkManager/conf.d/calico.conf")
+    assert "unmanaged-devices=interface-name:cali*;interface-name:tunl*" in conf
+    assert lab.exec("cp-1", "test -e /etc/NetworkManager/conf.d/calico.conf").returncode != 0
+    assert all(ready(n) for n in nodes(lab).values())
