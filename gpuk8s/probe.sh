@@ -11,12 +11,16 @@ r() { [ -r "$1" ] || return 0; while IFS= read -r l || [ -n "$l" ]; do printf '%
 t() { if command -v timeout >/dev/null 2>&1; then timeout 15 "$@"; else "$@"; fi; }
 probe() {
 s probe; echo 1
-s uid; id -u
+s uid; while read -r k v _; do [ "$k" = Uid: ] && { printf '%s\n' "$v"; break; }; done < /proc/self/status
 s os_release; if [ -r /etc/os-release ]; then r /etc/os-release; else r /usr/lib/os-release; fi
 s uname; uname -r; uname -m
 s hostname; r /proc/sys/kernel/hostname
-s cgroup; stat -fc %T /sys/fs/cgroup 2>/dev/null
-s cpus; getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null
+# cgroup v2 has cgroup.controllers at its root (same answer as `stat -fc %T /sys/fs/cgroup`).
+s cgroup; if [ -e /sys/fs/cgroup/cgroup.controllers ]; then echo cgroup2fs; elif [ -d /sys/fs/cgroup ]; then echo tmpfs; fi
+s cpus
+n=0; read -r online < /sys/devices/system/cpu/online 2>/dev/null || online=
+IFS=,; for r in $online; do case $r in *-*) n=$((n + ${r#*-} - ${r%-*} + 1)) ;; *) n=$((n + 1)) ;; esac; done; unset IFS
+if [ "$n" -gt 0 ]; then echo "$n"; else getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null; fi
 s meminfo
 while read -r k v u; do case $k in MemTotal:|SwapTotal:) printf '%s %s %s\n' "$k" "$v" "$u";; esac; done < /proc/meminfo
 s swaps; r /proc/swaps
@@ -26,9 +30,10 @@ for u in /etc/systemd/system/*.swap /etc/systemd/system/*.wants/*.swap /run/syst
   if [ -L "$u" ]; then printf '%s -> %s\n' "$u" "$(readlink "$u")"; elif [ -e "$u" ]; then printf '%s\n' "$u"; fi
 done
 if command -v ip >/dev/null 2>&1; then
-  s links; ip -o link show 2>/dev/null
-  s addrs; ip -o addr show 2>/dev/null
-  s routes; ip -o route show 2>/dev/null; ip -o -6 route show 2>/dev/null
+  # One `ip` for links, addresses and IPv4 routes (each parser picks its own lines), one for IPv6.
+  s links; net=$(printf 'link show\naddr show\nroute show\n' | ip -o -batch - 2>/dev/null); printf '%s\n' "$net"
+  s addrs; printf '%s\n' "$net"
+  s routes; printf '%s\n' "$net"; ip -o -6 route show 2>/dev/null
 else  # no iproute2: the same facts from /sys and /proc
   s sys_net; grep -H '' /sys/class/net/*/address 2>/dev/null
   s fib_trie; f /proc/net/fib_trie
