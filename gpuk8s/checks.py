@@ -1135,7 +1135,8 @@ def check_helm(ctx: _Ctx) -> CheckResult:
     raw = ctx.facts.helm_version
     fix = "curl -fsSL https://raw.githubusercontent.com/helm/helm/main/scripts/get-helm-3 | bash"
     if not raw:
-        return CheckResult("helm", WARN, "helm is not installed: gpuk8s up installs it", None)
+        return CheckResult("helm", WARN, "helm is not installed; the GPU Operator is installed with "
+                           f"Helm >= {HELM_MIN} from this host", fix)
     v = parse_version(raw) or (0,)
     if v < (parse_version(HELM_MIN) or (0,)):
         return CheckResult("helm", FAIL, f"helm {raw} is older than {HELM_MIN}", fix)
