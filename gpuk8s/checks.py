@@ -19,6 +19,7 @@ from gpuk8s.versions import (
     CONTROL_PLANE_MIN_CPUS,
     CONTROL_PLANE_MIN_MEMORY_MIB,
     HELM_MIN,
+    OS_FAMILIES,
     REJECTED_OS,
     SUPPORTED_OS,
     Release,
@@ -136,12 +137,9 @@ class _Ctx:
 
 def os_family(facts: Facts) -> str | None:
     """'debian' (apt) or 'rhel' (dnf) from os-release ID / ID_LIKE, else from the binaries found."""
-    ids = [facts.os.id or ""] + list(facts.os.id_like)
-    for i in ids:
-        if i in ("debian", "ubuntu"):
-            return "debian"
-        if i in ("rhel", "centos", "fedora", "rocky", "almalinux", "ol", "amzn"):
-            return "rhel"
+    for i in [facts.os.id or ""] + list(facts.os.id_like):
+        if i in OS_FAMILIES:
+            return OS_FAMILIES[i]
     if "apt-get" in facts.binaries:
         return "debian"
     if "dnf" in facts.binaries or "yum" in facts.binaries:

@@ -153,6 +153,3 @@ class HostOps:
             return res
 
         return self.gate.wet(self.name, description, go, commands=[cmd], files=[f])
-
-    def remove_file(self, path: str, description: str | None = None) -> None:
-        self.change(description or f"remove {path}", Cmd("rm", "-f", "--", path))

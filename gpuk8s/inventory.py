@@ -17,7 +17,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gpuk8s import versions
 from gpuk8s.errors import InventoryError, Problem
-from gpuk8s.versions import DEFAULT_KUBERNETES_MINOR
+from gpuk8s.versions import COMMAND_TIMEOUT, DEFAULT_KUBERNETES_MINOR, SSH_CONNECT_TIMEOUT
 
 ROLE_CONTROL_PLANE = "control-plane"
 ROLE_WORKER = "worker"
@@ -42,8 +42,8 @@ class SSHSettings:
     accept_new_host_keys: bool = False
     sudo: bool = True
     bastion: Bastion | None = None
-    connect_timeout: float = 10.0
-    command_timeout: float = 60.0
+    connect_timeout: float = SSH_CONNECT_TIMEOUT
+    command_timeout: float = COMMAND_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,6 @@ MIG_KEYS = ("strategy", "config")
 HOST_KEYS = ("name", "address", "roles", "connection", "node_ip", "gpu", "ssh", "labels", "taints")
 TAINT_KEYS = ("key", "value", "effect")
 
-LOCAL_ADDRESSES = ("localhost", "127.0.0.1", "::1")
 
 _T_NULL = "tag:yaml.org,2002:null"
 _T_BOOL = "tag:yaml.org,2002:bool"

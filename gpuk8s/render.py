@@ -53,7 +53,6 @@ APT_KEYRING = "/etc/apt/keyrings/kubernetes-apt-keyring.gpg"
 YUM_REPO_FILE = "/etc/yum.repos.d/kubernetes.repo"
 CALICO_INSTALLATION = "cluster/calico-installation.yaml"
 
-CRI_SOCKET = "unix:///var/run/containerd/containerd.sock"
 API_SERVER_PORT = 6443
 CONTROL_PLANE_TAINT_KEY = "node-role.kubernetes.io/control-plane"
 PLACEHOLDER_CA_HASH = "sha256:" + "0" * 64
@@ -527,14 +526,9 @@ def modules_file(host: str | None = None) -> RenderedFile:
                         host=host)
 
 
-_OS_FAMILIES = {"debian": "debian", "ubuntu": "debian",
-                "rhel": "rhel", "rocky": "rhel", "almalinux": "rhel", "centos": "rhel",
-                "fedora": "rhel"}
-
-
 def os_family_of(os_id: str) -> str:
     """'ubuntu' -> 'debian', 'rocky' -> 'rhel'; UsageError for anything else."""
-    fam = _OS_FAMILIES.get(os_id.lower())
+    fam = versions.OS_FAMILIES.get(os_id.lower())
     if fam is None:
         raise UsageError(f"no Kubernetes package repository for OS family '{os_id}' "
                          "(gpuk8s knows debian and rhel)")

@@ -62,6 +62,13 @@ SUPPORTED_OS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "almalinux": (("9",), ("10",)),
     "debian": ((), ("12", "13")),
 }
+# OS id (os-release ID or ID_LIKE) -> package family: "debian" (apt) or "rhel" (dnf).
+OS_FAMILIES: dict[str, str] = {
+    "debian": "debian", "ubuntu": "debian",
+    "rhel": "rhel", "centos": "rhel", "fedora": "rhel", "rocky": "rhel", "almalinux": "rhel",
+    "ol": "rhel", "amzn": "rhel",
+}
+
 # Known to be unsuitable, with the reason shown to the user.
 REJECTED_OS: dict[str, str] = {
     "centos": "CentOS Linux is end of life and ships cgroup v1 and an old kernel",

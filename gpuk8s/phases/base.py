@@ -72,9 +72,6 @@ class Context:
             self._nodes = (mark, fetch())
         return self._nodes[1]
 
-    def forget_nodes(self) -> None:
-        self._nodes = None
-
     @property
     def dry_run(self) -> bool:
         return self.gate.dry_run

@@ -112,6 +112,15 @@ def _classify_socket_error(e: BaseException) -> str:
     return "unreachable"
 
 
+def _socket_failure(e: BaseException, address: str, timeout: float) -> tuple[str, str]:
+    """(kind, reason) for a failed TCP connection, worded for the user."""
+    kind = _classify_socket_error(e) if isinstance(e, OSError) else "unreachable"
+    reason = {"refused": "connection refused (is sshd running on that port?)",
+              "timeout": f"no answer within {timeout:g}s",
+              "dns": f"cannot resolve {address}"}.get(kind, getattr(e, "strerror", None) or str(e))
+    return kind, reason
+
+
 class SSHTransport:
     """A paramiko connection to one inventory host (optionally through a bastion)."""
 
@@ -197,9 +206,7 @@ class SSHTransport:
                 text = f"no SSH handshake within {timeout:g}s (sshd hung or overloaded)"
             raise TransportError(kind, f"{where}: {text}") from None
         except OSError as e:
-            kind = _classify_socket_error(e)
-            reason = {"refused": "connection refused (is sshd running on that port?)",
-                      "dns": f"cannot resolve {address}"}.get(kind, e.strerror or str(e))
+            kind, reason = _socket_failure(e, address, timeout)
             raise TransportError(kind, f"{where}: {reason}") from None
 
     def connect(self) -> None:
@@ -210,10 +217,7 @@ class SSHTransport:
         except TransportError:
             raise
         except (OSError, paramiko.SSHException) as e:
-            kind = _classify_socket_error(e) if isinstance(e, OSError) else "unreachable"
-            reason = {"refused": "connection refused (is sshd running on that port?)",
-                      "timeout": f"no answer within {s.connect_timeout:g}s",
-                      "dns": f"cannot resolve {self.address}"}.get(kind, str(e))
+            kind, reason = _socket_failure(e, self.address, s.connect_timeout)
             raise TransportError(kind, f"{self.host_name}: {s.user}@"
                                        f"{known_hosts_name(self.address, s.port)}: {reason}") from None
         self._connect_client(client, self.address, s.port, s.user, s.identity_file, sock)
