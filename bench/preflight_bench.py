@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.lab.fixture import GPU, HostFixture  # noqa: E402
+from bench._common import precompile_package  # noqa: E402
 from tests.lab.lab import Lab, LabError  # noqa: E402
 
 PROBE = REPO / "gpuk8s" / "probe.sh"
@@ -367,6 +368,7 @@ def main() -> int:
     print(f"# {info['date']}  {info['cpus']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python "
           f"{info['python']}, paramiko {info['paramiko']}, {info['openssh']}, {info['ansible']}", flush=True)
 
+    precompile_package()  # measure gpuk8s as installed, with its bytecode
     work = Path(tempfile.mkdtemp(prefix="gpuk8s-bench-"))
     results: dict = {"info": info, "hosts": args.hosts, "repeat": args.repeat, "rounds": []}
     try:

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.lab.fixture import HostFixture  # noqa: E402
+from bench._common import precompile_package  # noqa: E402
 from tests.lab.lab import Lab  # noqa: E402
 
 TIMEOUT = 1200  # seconds; every command is bounded
@@ -65,6 +66,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    precompile_package()  # measure gpuk8s as installed, with its bytecode
     tmp = Path(tempfile.mkdtemp(prefix="gpuk8s-up-bench-"))
     results: dict[str, object] = {"workers": args.workers, "repeat": args.repeat}
 

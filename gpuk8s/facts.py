@@ -367,11 +367,38 @@ def parse_ufw_conf(text: str | None) -> bool | None:
     return kv["ENABLED"].strip("\"'").lower() == "yes"
 
 
+def parse_uname(text: str | None) -> tuple[str | None, str | None]:
+    """`uname -rm` ('6.8.0-45-generic x86_64'), or -r and -m on two lines -> (kernel, arch)."""
+    words = [w for line in _lines(text) for w in line.split()]
+    return (words[0] if words else None), (words[1] if len(words) > 1 else None)
+
+
+def parse_binaries(text: str | None) -> dict[str, str]:
+    """`command -v NAME` per tool: one path per line ('/usr/bin/kubeadm') -> {name: path}.
+
+    Also reads the older 'name=path' lines. A tool that is not installed prints nothing.
+    """
+    out: dict[str, str] = {}
+    for line in _lines(text):
+        s = line.strip()
+        name, sep, path = s.partition("=")
+        if sep and not name.startswith("/"):
+            out.setdefault(name.strip(), path.strip())
+        elif s.startswith("/"):
+            out.setdefault(s.rsplit("/", 1)[1], s)
+    return out
+
+
 def parse_listen(text: str | None) -> list[int]:
-    """Listening TCP ports from /proc/net/tcp and tcp6 (state 0A)."""
+    """Listening TCP ports: `ss -Hltn` lines, or /proc/net/tcp and tcp6 (state 0A) where ss is absent."""
     ports = set()
     for line in _lines(text):
         fields = line.split()
+        if len(fields) >= 4 and fields[0] == "LISTEN":  # LISTEN 0 4096 [::]:22 [::]:*  (ss)
+            port = fields[3].rsplit(":", 1)[-1]
+            if port.isdigit():
+                ports.add(int(port))
+            continue
         if len(fields) < 4 or fields[0] == "sl" or fields[3] != "0A":
             continue
         try:
@@ -575,6 +602,17 @@ def parse_secure_boot(text: str | None) -> tuple[bool | None, bool | None]:
     return secure, uefi
 
 
+def split_conf_grep(text: str | None) -> tuple[str, str]:
+    """One `grep -rH` over modprobe.d and APT's configuration -> (modprobe lines, apt 'file:line's)."""
+    modprobe, apt = [], []
+    for line in _lines(text):
+        if line.startswith("/etc/apt/"):
+            apt.append(line)
+        else:
+            modprobe.append(line.split(":", 1)[1] if line.startswith("/") and ":" in line else line)
+    return "\n".join(modprobe), "\n".join(apt)
+
+
 def parse_auto_upgrades(text: str | None, services: dict[str, dict[str, str]]) -> bool | None:
     """Unattended upgrades on: APT::Periodic::Unattended-Upgrade "1", or dnf-automatic timers.
 
@@ -673,9 +711,7 @@ def parse_probe(text: str) -> Facts:
     f.probe_version = _int(sec.get("probe"))
     f.uid = _int(sec.get("uid"))
     f.os = parse_os_release(sec.get("os_release"))
-    uname = _lines(sec.get("uname"))
-    f.kernel = uname[0].strip() if uname else None
-    f.arch = uname[1].strip() if len(uname) > 1 else None
+    f.kernel, f.arch = parse_uname(sec.get("uname"))
     host = _lines(sec.get("hostname"))
     f.hostname = host[0].strip() if host else None
     f.cgroup_version, f.cgroup_fs = parse_cgroup(sec.get("cgroup"))
@@ -703,7 +739,7 @@ def parse_probe(text: str) -> Facts:
         fs_names or f.modules) else None
     f.br_netfilter_loaded = ("br_netfilter" in f.modules
                              or "net.bridge.bridge-nf-call-iptables" in f.sysctls)
-    f.binaries = parse_kv(sec.get("binaries"))
+    f.binaries = parse_binaries(sec.get("binaries"))
     f.services = parse_services(sec.get("services"))
     f.time_synchronized, f.ntp_enabled = parse_timedatectl(sec.get("timedatectl"))
     f.ufw_enabled = parse_ufw_conf(sec.get("ufw_conf"))
@@ -748,9 +784,13 @@ def parse_probe(text: str) -> Facts:
     )
     f.nvidia_kernel_module = parse_nvidia_module_type(sec.get("nvidia_version"))
     f.nouveau_loaded = "nouveau" in f.modules or any(g.driver == "nouveau" for g in f.gpus)
-    f.nouveau_blacklisted = parse_nouveau_blacklist(sec.get("modprobe_nouveau"), sec.get("cmdline"))
+    modprobe_text, apt_text = split_conf_grep(sec.get("conf_grep"))
+    if "modprobe_nouveau" in sec:  # probes before conf_grep had a section each
+        modprobe_text = sec.get("modprobe_nouveau")
+    f.nouveau_blacklisted = parse_nouveau_blacklist(modprobe_text, sec.get("cmdline"))
     f.secure_boot, f.uefi = parse_secure_boot(sec.get("secure_boot"))
-    f.unattended_upgrades = parse_auto_upgrades(sec.get("auto_upgrades"), f.services)
+    f.unattended_upgrades = parse_auto_upgrades("\n".join(
+        t for t in (sec.get("auto_upgrades"), apt_text) if t), f.services)
     f.cni_configs = sorted(ln.strip() for ln in _lines(sec.get("cni")))
     f.kubernetes_files = sorted(ln.strip() for ln in _lines(sec.get("k8s_state")))
     for line in _lines(sec.get("managed_files")):

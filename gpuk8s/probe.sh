@@ -13,7 +13,7 @@ probe() {
 s probe; echo 1
 s uid; while read -r k v _; do [ "$k" = Uid: ] && { printf '%s\n' "$v"; break; }; done < /proc/self/status
 s os_release; if [ -r /etc/os-release ]; then r /etc/os-release; else r /usr/lib/os-release; fi
-s uname; uname -r; uname -m
+s uname; uname -rm  # one line: release, machine (uname's own order)
 s hostname; r /proc/sys/kernel/hostname
 # cgroup v2 has cgroup.controllers at its root (same answer as `stat -fc %T /sys/fs/cgroup`).
 s cgroup; if [ -e /sys/fs/cgroup/cgroup.controllers ]; then echo cgroup2fs; elif [ -d /sys/fs/cgroup ]; then echo tmpfs; fi
@@ -53,7 +53,7 @@ s binaries
 for b in ip iptables mount nsenter ethtool socat tc conntrack touch ebtables modprobe sysctl systemctl \
          containerd runc crictl kubeadm kubelet kubectl helm nvidia-smi nvidia-ctk mokutil lspci apt-get dnf yum \
          curl gpg; do
-  p=$(command -v "$b" 2>/dev/null) && printf '%s=%s\n' "$b" "$p"
+  command -v "$b" 2>/dev/null  # prints the path: no subshell per binary
 done
 s services
 command -v systemctl >/dev/null 2>&1 && systemctl show -p Id,LoadState,ActiveState,UnitFileState \
@@ -61,11 +61,13 @@ command -v systemctl >/dev/null 2>&1 && systemctl show -p Id,LoadState,ActiveSta
   systemd-timesyncd.service ntpd.service ntp.service ntpsec.service docker.service \
   unattended-upgrades.service dnf-automatic.timer dnf-automatic-install.timer \
   NetworkManager.service 2>/dev/null
-s timedatectl; command -v timedatectl >/dev/null 2>&1 && t timedatectl show 2>/dev/null
+# timedatectl and systemctl ask D-Bus, whose calls time out on their own (25 s).
+s timedatectl; command -v timedatectl >/dev/null 2>&1 && timedatectl show 2>/dev/null
 s ufw_conf; r /etc/ufw/ufw.conf
-s listen; f /proc/net/tcp; f /proc/net/tcp6
+# ss asks the kernel for listening sockets only; /proc/net/tcp walks every connection bucket.
+s listen; ss -Hltn 2>/dev/null || cat /proc/net/tcp /proc/net/tcp6 2>/dev/null
 s endpoint; [ -n "$ep" ] && getent ahosts "$ep" 2>/dev/null
-# Version queries are local and quick; only tools known to hang (nvidia-smi, D-Bus) get a timeout.
+# Version queries are local and quick; only tools known to hang (nvidia-smi, mokutil) get a timeout.
 s containerd_version; command -v containerd >/dev/null 2>&1 && containerd --version 2>&1
 s containerd_config; f /etc/containerd/config.toml
 s kubeadm_version; command -v kubeadm >/dev/null 2>&1 && kubeadm version -o short 2>&1
@@ -74,8 +76,10 @@ s kubectl_version; command -v kubectl >/dev/null 2>&1 && kubectl version --clien
 s helm_version; command -v helm >/dev/null 2>&1 && helm version --short 2>&1
 s pci; grep -H '' /sys/bus/pci/devices/*/vendor /sys/bus/pci/devices/*/device /sys/bus/pci/devices/*/class 2>/dev/null
 s pci_driver
-for d in $(grep -l 0x10de /sys/bus/pci/devices/*/vendor 2>/dev/null); do
-  d=${d%/vendor}; [ -L "$d/driver" ] && p=$(cd "$d/driver" 2>/dev/null && pwd -P) && printf '%s %s\n' "${d##*/}" "${p##*/}"
+# A bound device is an entry /sys/bus/pci/drivers/DRIVER/ADDRESS: globs and reads, no process.
+for d in /sys/bus/pci/drivers/*/[0-9a-f]*:*; do
+  v=; [ -e "$d/vendor" ] && { read -r v < "$d/vendor" || :; }
+  [ "$v" = 0x10de ] && { p=${d%/*}; printf '%s %s\n' "${d##*/}" "${p##*/}"; }
 done
 s lspci; command -v lspci >/dev/null 2>&1 && lspci -Dnn -d 10de: 2>/dev/null
 s nvidia_smi
@@ -84,16 +88,17 @@ if command -v nvidia-smi >/dev/null 2>&1; then
   echo "rc=$?"
 fi
 s nvidia_version; r /proc/driver/nvidia/version; r /sys/module/nvidia/version
-s modprobe_nouveau; grep -rshE '^[[:space:]]*(blacklist|options|install)[[:space:]]+nouveau' /etc/modprobe.d /run/modprobe.d /usr/lib/modprobe.d /lib/modprobe.d 2>/dev/null
+# nouveau settings in modprobe.d and APT's unattended-upgrade setting: one grep, "file:line"
+s conf_grep; grep -rHsE '^[[:space:]]*(blacklist|options|install)[[:space:]]+nouveau|APT::Periodic::Unattended-Upgrade' \
+  /etc/modprobe.d /run/modprobe.d /usr/lib/modprobe.d /lib/modprobe.d /etc/apt/apt.conf /etc/apt/apt.conf.d 2>/dev/null
 s cmdline; r /proc/cmdline
 s secure_boot
-v=$(ls /sys/firmware/efi/efivars/SecureBoot-* 2>/dev/null | head -n 1)
-if [ -n "$v" ]; then printf 'efivar=%s\n' "$(od -An -t u1 "$v" 2>/dev/null | tr -s ' ')"
+v=; for e in /sys/firmware/efi/efivars/SecureBoot-*; do [ -e "$e" ] && { v=$e; break; }; done
+if [ -n "$v" ]; then printf 'efivar='; od -An -t u1 "$v" 2>/dev/null || echo
 elif [ -d /sys/firmware/efi ]; then echo efi=yes
 else echo efi=no; fi
 [ -z "$v" ] && command -v mokutil >/dev/null 2>&1 && t mokutil --sb-state 2>&1
 s auto_upgrades; [ -d /etc/apt ] && echo apt=yes
-grep -rHs 'APT::Periodic::Unattended-Upgrade' /etc/apt/apt.conf /etc/apt/apt.conf.d 2>/dev/null
 s cni; for c in /etc/cni/net.d/*; do [ -e "$c" ] && printf '%s\n' "${c##*/}"; done
 s k8s_state
 for p in /etc/kubernetes/admin.conf /etc/kubernetes/kubelet.conf /etc/kubernetes/pki/ca.crt /etc/kubernetes/manifests/kube-apiserver.yaml /var/lib/etcd/member; do

@@ -30,6 +30,7 @@ CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG = 1
+MNT_DETACH = 2
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -75,10 +76,19 @@ def setup_host(spec: dict, root_pid: int) -> list[socket.socket]:
         mount("none", "/proc/sys/net/bridge", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=555")
 
     hostdir = spec["hostdir"]
+    # A real sysfs mounted from inside the new netns lists this host's interfaces only; its
+    # net directories are kept (class/net/eth0 -> ../../devices/virtual/net/eth0), as on a server.
+    real_sys = os.path.join(hostdir, "sysfs-net")
+    os.makedirs(real_sys, exist_ok=True)
+    mount("sysfs", real_sys, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     # /sys: a tmpfs filled from the prepared tree, then the cgroup hierarchy.
     mount("sysfs", "/sys", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755")
     shutil.copytree(os.path.join(hostdir, "sys"), "/sys", symlinks=True, dirs_exist_ok=True)
     os.chmod("/sys", 0o755)
+    for rel in ("class/net", "devices/virtual/net"):
+        os.makedirs("/sys/" + rel, exist_ok=True)
+        mount(os.path.join(real_sys, rel), "/sys/" + rel, None, MS_BIND)
+    _check(libc.umount2(real_sys.encode(), MNT_DETACH), f"umount {real_sys}")
     os.makedirs("/sys/fs/cgroup", exist_ok=True)
     if spec["cgroup"] == 2:
         mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC)

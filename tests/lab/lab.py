@@ -197,7 +197,7 @@ class _Machine:
         self.shadow = Path("/etc/shadow").read_text().splitlines()
         self.filesystems = Path("/proc/filesystems").read_text()
         self.binary_paths: dict[str, list[str]] = {}
-        for name in set(PROBED_BINARIES) | {"timedatectl", "uname"}:
+        for name in set(PROBED_BINARIES) | {"timedatectl", "uname", "ss"}:
             self.binary_paths[name] = [f"{d}/{name}" for d in PATH_DIRS if os.path.lexists(f"{d}/{name}")]
         # Every top-level directory gets a per-host overlay, so no write reaches this machine
         # (and "/" itself is read-only inside a host).
@@ -989,6 +989,9 @@ LogLevel INFO
             if name not in keep_real:
                 for p in m.binary_paths.get(name, []):
                     self.hide(p)
+        if "ip" not in keep_real:  # ss comes in the same package (iproute2)
+            for p in m.binary_paths.get("ss", []):
+                self.hide(p)
         for name in provided:
             self.symlink(f"/usr/local/bin/{name}", f"{sim}/{name}")
         for name in set(fx.binaries) - keep_real - set(provided) - set(ALWAYS_SIMULATED):
@@ -1025,6 +1028,7 @@ LogLevel INFO
         state.update(address=h.address, mac=h.mac, product_uuid=h.product_uuid, lab_tag=self.lab.tag)
         self.write(f"{d}/state.json", json.dumps(state, indent=2, default=str) + "\n")
         self.write(f"{d}/kernel", (fx.kernel_release or "") + "\n")
+        self.write(f"{d}/arch", os.uname().machine + "\n")
         self.write(f"{d}/units", "".join(f"{u} {a} {e}\n" for u, (a, e) in sorted(_units(fx).items())))
         self.write(f"{d}/timedatectl",
                    "Timezone=Etc/UTC\nLocalRTC=no\nCanNTP=yes\n"
@@ -1160,6 +1164,8 @@ LogLevel INFO
             if dev["driver"]:
                 (root / "bus/pci/drivers" / dev["driver"]).mkdir(parents=True, exist_ok=True)
                 ln(f"{rel}/driver", f"../../../bus/pci/drivers/{dev['driver']}")
+                # and the driver's side of the binding, as in real sysfs
+                ln(f"bus/pci/drivers/{dev['driver']}/{dev['address']}", f"../../../../{rel}")
         modules = set(fx.modules)
         if fx.nvidia_driver:
             modules |= {"nvidia", "nvidia_uvm", "nvidia_modeset", "nvidia_drm"}

@@ -160,6 +160,19 @@ def test_nvidia_smi_real_formats(lab3: Lab) -> None:
         "v3.19.0+g3d8990f", "SecureBoot disabled"]
     r = openssh(lab3, "gpu-2", "mokutil --sb-state; echo rc=$?")
     assert "EFI variables are not supported on this system" in r.stderr
+    # the query form the probe uses, GPU count field, vendor filter in either case, no filter
+    r = openssh(lab3, "gpu-1", "nvidia-smi --query-gpu=index,name,count --format=csv,noheader; "
+                               "lspci -d 10DE: | wc -l; lspci | wc -l; uname -rm; uname -m -r; uname -m")
+    arch = os.uname().machine
+    kernel = r.stdout.splitlines()[5].split()[0]
+    assert r.stdout.splitlines() == ["0, NVIDIA L4, 2", "1, NVIDIA L4, 2", "4", "6",
+                                     f"{kernel} {arch}", f"{kernel} {arch}", arch]
+    r = openssh(lab3, "gpu-1", "nvidia-smi --query-gpu=index,bogus --format=csv; echo rc=$?")
+    assert r.stdout.splitlines() == ['Field "bogus" is not a valid field to query.', "", "rc=2"]
+    # real sysfs links a bound device from both sides
+    r = openssh(lab3, "gpu-1", "ls /sys/bus/pci/drivers/nvidia; readlink -f /sys/bus/pci/drivers/nvidia/0000:01:00.0")
+    assert r.stdout.split()[:2] == ["0000:01:00.0", "0000:02:00.0"]
+    assert r.stdout.split()[-1] == "/sys/devices/pci0000:00/0000:01:00.0"
 
 
 def test_systemctl_simulator(lab3: Lab) -> None:
@@ -169,6 +182,11 @@ def test_systemctl_simulator(lab3: Lab) -> None:
     assert "Failed to get unit file state for nope.service: No such file or directory" in r.stderr
     openssh(lab3, "cp-1", "systemctl start containerd")
     assert lab3.exec("cp-1", "systemctl is-active containerd").stdout.strip() == "active"
+    r = openssh(lab3, "cp-1", "systemctl show -p Id,ActiveState,UnitFileState containerd kubelet.service nope")
+    assert r.stdout.split("\n\n") == [
+        "Id=containerd.service\nActiveState=active\nUnitFileState=enabled",
+        "Id=kubelet.service\nActiveState=activating\nUnitFileState=enabled",  # no kubeadm config yet
+        "Id=nope.service\nActiveState=inactive\nUnitFileState=\n"]
 
 
 def test_sudo_users(lab3: Lab) -> None:

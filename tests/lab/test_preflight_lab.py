@@ -93,6 +93,9 @@ BROKEN = [
     node("hybrid", gpus=[GPU("L4", audio=True)] * 2, nvidia_driver="595.91.07"),
     node("nolspci", gpus=[GPU("A100")] * 2, lspci=False),
     node("smifail", gpus=[GPU("A100")], nvidia_smi=True),
+    node("busyport", listening_ports=(10250,)),
+    # no iproute2 (no ip, no ss): links, addresses, routes and sockets come from /sys and /proc
+    node("noiproute", binaries=tuple(b for b in DEFAULT_BINARIES if b != "ip"), listening_ports=(10250,)),
 ]
 BROKEN_NAMES = [f.name for f in BROKEN]
 
@@ -140,6 +143,11 @@ EXPECTED = [
     ("nolspci", "gpu-present", "pass", "2 x NVIDIA A100-SXM4-80GB (0x20b2)", None),
     ("smifail", "gpu-present", "pass", "1 x NVIDIA A100", None),
     ("smifail", "nvidia-driver", "pass", "GPU Operator deploys the driver container", None),
+    ("busyport", "ports-free", "fail", "10250 (kubelet)", "ss -ltnp '( sport = :10250 )'"),
+    ("noiproute", "required-binaries", "fail", "missing ip (kubeadm FileExisting errors)", "iproute2"),
+    ("noiproute", "ports-free", "fail", "10250 (kubelet)", "ss -ltnp"),
+    ("noiproute", "mac-unique", "pass", "", None),
+    ("noiproute", "cidr-overlap", "pass", "", None),
 ]
 
 

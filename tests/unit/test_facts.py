@@ -510,6 +510,18 @@ def test_listen_ports_from_proc_net_tcp():
     assert F.parse_listen(PROC_NET_TCP) == [22, 53, 10250]
 
 
+SS_LISTEN = """LISTEN 0      4096   127.0.0.53%lo:53         0.0.0.0:*
+LISTEN 0      128          0.0.0.0:22         0.0.0.0:*
+LISTEN 0      4096       127.0.0.1:10248      0.0.0.0:*
+LISTEN 0      4096               *:10250            *:*
+LISTEN 0      128             [::]:22            [::]:*
+LISTEN 0      4096  [fe80::1%eth0]:2379          [::]:*"""
+
+
+def test_listen_ports_from_ss():
+    assert F.parse_listen(SS_LISTEN) == [22, 53, 2379, 10248, 10250]
+
+
 # --------------------------------------------------------------------------- time, firewall, services
 
 def test_timedatectl():
@@ -719,3 +731,47 @@ def test_getent_dedup():
 def test_probe_script_is_packaged():
     text = F.probe_script()
     assert "@@gpuk8s:%s" in text and "product_uuid" in text
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("6.8.0-79-generic x86_64", ("6.8.0-79-generic", "x86_64")),      # uname -rm
+    ("6.8.0-79-generic\naarch64", ("6.8.0-79-generic", "aarch64")),   # uname -r; uname -m
+    ("6.8.0-79-generic", ("6.8.0-79-generic", None)),
+    ("", (None, None)),
+    (None, (None, None)),
+])
+def test_uname(text, expected):
+    assert F.parse_uname(text) == expected
+
+
+def test_binaries_from_command_v_paths_and_legacy_lines():
+    assert F.parse_binaries("/usr/sbin/ip\n/usr/bin/kubeadm\n/usr/local/bin/helm\n") == {
+        "ip": "/usr/sbin/ip", "kubeadm": "/usr/bin/kubeadm", "helm": "/usr/local/bin/helm"}
+    assert F.parse_binaries("ip=/usr/sbin/ip\nnvidia-smi=/usr/bin/nvidia-smi") == {
+        "ip": "/usr/sbin/ip", "nvidia-smi": "/usr/bin/nvidia-smi"}
+    assert F.parse_binaries("") == {} and F.parse_binaries(None) == {}
+
+
+CONF_GREP = """/etc/modprobe.d/blacklist-nvidia-nouveau.conf:blacklist nouveau
+/etc/modprobe.d/blacklist-nvidia-nouveau.conf:options nouveau modeset=0
+/etc/apt/apt.conf.d/20auto-upgrades:APT::Periodic::Unattended-Upgrade "1";
+/etc/apt/apt.conf.d/99-off:APT::Periodic::Unattended-Upgrade "0";"""
+
+
+def test_conf_grep_feeds_nouveau_and_unattended_upgrades():
+    modprobe, apt = F.split_conf_grep(CONF_GREP)
+    assert modprobe == "blacklist nouveau\noptions nouveau modeset=0"
+    assert apt.splitlines() == CONF_GREP.splitlines()[2:]
+    f = parse_probe(probe(conf_grep=CONF_GREP, auto_upgrades="apt=yes", cmdline="ro quiet"))
+    assert f.nouveau_blacklisted is True
+    assert f.unattended_upgrades is False  # 99-off is read last and wins
+    f = parse_probe(probe(conf_grep=CONF_GREP.rsplit("\n", 1)[0], auto_upgrades="apt=yes"))
+    assert f.unattended_upgrades is True
+    f = parse_probe(probe(conf_grep="", auto_upgrades="apt=yes", cmdline="ro quiet"))
+    assert f.nouveau_blacklisted is False and f.unattended_upgrades is False
+
+
+def test_secure_boot_from_od_output_as_printed():
+    # `printf 'efivar='; od -An -t u1 FILE`: od pads every byte to 4 columns
+    f = parse_probe(probe(secure_boot="efivar=   6   0   0   0   1"))
+    assert f.secure_boot is True and f.uefi is True
