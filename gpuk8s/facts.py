@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from importlib import resources
 from typing import Any
 
@@ -151,7 +151,7 @@ class Facts:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (the `facts` object of `preflight --json`)."""
-        return asdict(self)
+        return _plain(self)
 
     @property
     def gpu_count(self) -> int:
@@ -159,6 +159,17 @@ class Facts:
 
     def service_active(self, unit: str) -> bool:
         return self.services.get(unit, {}).get("active") == "active"
+
+
+def _plain(value: Any) -> Any:
+    """dataclasses.asdict without its deep copy of every leaf (facts hold only plain values)."""
+    if is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------- sections

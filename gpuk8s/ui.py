@@ -43,7 +43,12 @@ def host_progress(total: int, label: str, enabled: bool = True) -> Iterator:
 
 
 def print_json(data: dict) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """One JSON document: indented for a terminal, compact (C encoder, ~10x faster) when piped."""
+    if sys.stdout.isatty():
+        text = json.dumps(data, indent=2)
+    else:
+        text = json.dumps(data, separators=(",", ":"))
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 

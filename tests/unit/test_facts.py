@@ -775,3 +775,16 @@ def test_secure_boot_from_od_output_as_printed():
     # `printf 'efivar='; od -An -t u1 FILE`: od pads every byte to 4 columns
     f = parse_probe(probe(secure_boot="efivar=   6   0   0   0   1"))
     assert f.secure_boot is True and f.uefi is True
+
+
+def test_to_dict_matches_dataclasses_asdict():
+    import dataclasses
+    import json
+    f = parse_probe(probe(uname="6.8.0-79-generic x86_64", secure_boot="efivar= 6 0 0 0 1",
+                          pci=PCI_L4_HYBRID, pci_driver="0000:01:00.0 nvidia", nvidia_smi=SMI_OK,
+                          containerd_config=CTD_IO_DEFAULT, conf_grep=CONF_GREP, listen=SS_LISTEN))
+    assert f.gpus and f.containerd is not None
+    d = f.to_dict()
+    assert json.dumps(d, sort_keys=True) == json.dumps(dataclasses.asdict(f), sort_keys=True)
+    d["gpus"][0]["name"] = "changed"          # a copy, not a view of the facts
+    assert f.gpus[0].name != "changed"

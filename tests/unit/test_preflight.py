@@ -192,3 +192,28 @@ def test_cli_bad_inventory_exit_3(tmp_path):
     res = CliRunner().invoke(cli.app, ["preflight", "-i", str(p)])
     assert res.exit_code == 3
     assert f"{p}:5" in res.stderr and "adress" in res.stderr
+
+
+class _Out:
+    def __init__(self, tty: bool) -> None:
+        self.tty, self.text = tty, ""
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, s: str) -> None:
+        self.text += s
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_print_json_one_document_indented_only_for_a_terminal(monkeypatch, tty):
+    from gpuk8s import ui
+    out = _Out(tty)
+    monkeypatch.setattr("sys.stdout", out)
+    doc = {"ok": False, "hosts": [{"name": "gpu-1", "checks": [{"id": "swap-off", "fix": None}]}]}
+    ui.print_json(doc)
+    assert json.loads(out.text) == doc and out.text.endswith("}\n")
+    assert out.text.count("\n") == (len(json.dumps(doc, indent=2).splitlines()) if tty else 1)
