@@ -87,15 +87,11 @@ def run_up(inventory: Inventory, options: UpOptions, *, log: RunLog,
         log.add_secret(value)
     kubeconfig = options.kubeconfig_path or Path(f"{inventory.cluster.name}-kubeconfig").resolve()
 
-    # One connection per host for the whole run.
-    conns = for_each_host(inventory.hosts,
-                          lambda h: open_transport(h, accept_new_host_keys=options.accept_new_host_keys),
-                          name=lambda h: h.name, parallel=options.parallel)
-    transports = {n: o.value for n, o in conns.items() if o.ok}
+    # One connection per host for the whole run; each host is probed as soon as it is connected.
+    transports: dict = {}
     try:
         def probe(host):
-            if host.name not in transports:
-                raise conns[host.name].error  # type: ignore[misc]
+            transports[host.name] = open_transport(host, accept_new_host_keys=options.accept_new_host_keys)
             return gather_facts(transports[host.name], inventory)
 
         outcomes = for_each_host(inventory.hosts, probe, name=lambda h: h.name,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from gpuk8s.errors import Gpuk8sError, RemoteCommandError, TransportError
 from gpuk8s.facts import Facts
@@ -62,15 +62,17 @@ class Context:
     failed_hosts: dict[str, str] = field(default_factory=dict)
     token_in_use: bool = False
     progress: object | None = None   # start(title, total) / done(host, ok) / stop(): per-host progress
+    calico_crds: bool | None = None   # Calico's CRDs exist on the cluster (None: not known yet)
     _ops: dict[str, HostOps] = field(default_factory=dict)
-    _nodes: tuple[int, dict] | None = None   # (changes made when fetched, nodes by name)
+    _cache: dict[str, tuple[int, Any]] = field(default_factory=dict)  # key -> (changes made, value)
 
-    def cached_nodes(self, fetch: Callable[[], dict]) -> dict:
-        """The cluster's nodes, fetched again only after something changed."""
+    def cached(self, key: str, fetch: Callable[[], Any]) -> Any:
+        """A read of the cluster, done again only after something changed."""
         mark = len(self.gate.plan.changes)
-        if self._nodes is None or self._nodes[0] != mark:
-            self._nodes = (mark, fetch())
-        return self._nodes[1]
+        hit = self._cache.get(key)
+        if hit is None or hit[0] != mark:
+            hit = self._cache[key] = (mark, fetch())
+        return hit[1]
 
     @property
     def dry_run(self) -> bool:

@@ -41,17 +41,13 @@ class InitControlPlane(Phase):
         host = ctx.first_cp
         if _bootstrapped(ctx):
             # admin.conf is written before the control plane starts: a failed init leaves it too.
-            res = ctx.ops(host.name).read(ctx.kubectl("get", "nodes", "-o", "json"), check=False)
-            try:
-                nodes = {i["metadata"]["name"]: i for i in json.loads(res.stdout)["items"]}
-            except (ValueError, KeyError, TypeError):
-                nodes = None
-            if res.exit_status != 0 or nodes is None:
+            res, objects = _read_cluster(ctx)
+            if objects is None:
                 raise ClusterStateError(
                     f"{host.name}: {ADMIN_CONF} exists but the API server does not answer "
                     f"({ctx.log.redact(res.stderr.strip()[-300:])}). A previous `kubeadm init` probably "
                     f"failed: run `kubeadm reset -f` on {host.name}, then `gpuk8s up` again.")
-            ctx.cached_nodes(lambda: nodes)
+            ctx.cached(CLUSTER_READ, lambda: objects)
             return PhaseResult(self.title, notes=[f"{host.name}: already initialised ({ADMIN_CONF} exists)"])
         cfg = kubeadm_init_config(ctx.inventory, host, ctx.secrets, ctx.release)
         ctx.ops(host.name).run_with_secret_file(
@@ -75,13 +71,63 @@ def _kubectl_json(ctx: Context, *args: str) -> dict | None:
         return None
 
 
+# What a run checks first, read in one kubectl call: the nodes, Calico's Installation and its
+# tigerastatus (a re-run on a finished cluster needs nothing else from the API server).
+CLUSTER_TYPES = ("nodes", "installations.operator.tigera.io", "tigerastatuses.operator.tigera.io")
+CLUSTER_READ = "cluster objects"
+NO_SUCH_TYPE = "the server doesn't have a resource type"
+
+
+def _by_kind(res) -> dict[str, list[dict]] | None:
+    """A `kubectl get ... -o json` List -> {kind: [objects]}; None when the call failed."""
+    if res.exit_status != 0:
+        return None
+    try:
+        items = json.loads(res.stdout).get("items", [])
+    except (ValueError, AttributeError):
+        return None
+    objects: dict[str, list[dict]] = {}
+    for item in items:
+        if isinstance(item, dict):
+            objects.setdefault(item.get("kind") or "", []).append(item)
+    return objects
+
+
+def _read_cluster(ctx: Context):
+    """-> (last result, {kind: objects} or None when the API server did not answer).
+
+    Before Calico's CRDs exist kubectl refuses the whole call, so the nodes are read alone.
+    """
+    ops = ctx.ops(ctx.first_cp.name)
+    if ctx.calico_crds is not False:
+        res = ops.read(ctx.kubectl("get", ",".join(CLUSTER_TYPES), "-o", "json"), check=False)
+        if res.exit_status == 0 or NO_SUCH_TYPE not in res.stderr:
+            objects = _by_kind(res)
+            if objects is not None:
+                ctx.calico_crds = True
+            return res, objects
+        ctx.calico_crds = False
+    res = ops.read(ctx.kubectl("get", "nodes", "-o", "json"), check=False)
+    return res, _by_kind(res)
+
+
+def _cluster_objects(ctx: Context) -> dict[str, list[dict]]:
+    """The cluster's nodes and Calico objects, read again only after something changed."""
+    return ctx.cached(CLUSTER_READ, lambda: _read_cluster(ctx)[1]) or {}
+
+
 def _calico_available(ctx: Context) -> tuple[bool, str]:
     doc = _kubectl_json(ctx, "get", "tigerastatus")
     if not doc:
         return False, "no tigerastatus yet"
+    return _calico_state(doc.get("items", []))
+
+
+def _calico_state(items: list[dict]) -> tuple[bool, str]:
+    """tigerastatus objects -> (every component Available, what is not)."""
     states = []
-    ok = bool(doc.get("items"))
-    for item in doc.get("items", []):
+    ok = bool(items)
+    for item in items:
         conds = {c.get("type"): c for c in item.get("status", {}).get("conditions", [])}
         avail = conds.get("Available", {}).get("status") == "True"
         degraded = conds.get("Degraded", {})
@@ -98,10 +144,12 @@ class InstallCalico(Phase):
     def run(self, ctx: Context) -> PhaseResult:
         inst = calico_installation(ctx.inventory, ctx.release)
         if not ctx.dry_run and _bootstrapped(ctx):
-            current = _kubectl_json(ctx, "get", "installations.operator.tigera.io", "default")
+            objects = _cluster_objects(ctx)
+            current = next((i for i in objects.get("Installation", [])
+                            if (i.get("metadata") or {}).get("name") == "default"), None)
             pools = [p.get("cidr") for p in ((current or {}).get("spec", {}).get("calicoNetwork", {})
                                              .get("ipPools") or [])]
-            ok, _ = _calico_available(ctx)
+            ok, _ = _calico_state(objects.get("TigeraStatus", []))
             if current and pools and set(pools) == {ctx.inventory.cluster.pod_cidr} and ok:
                 return PhaseResult(self.title, notes=["Calico installed and available"])
         ops = ctx.ops(ctx.first_cp.name)
@@ -113,6 +161,8 @@ class InstallCalico(Phase):
                      "write the Calico Installation (pool = pod CIDR)")
         ops.change("apply the Calico Installation",
                    ctx.kubectl("apply", "--server-side", "--force-conflicts", "-f", CALICO_INSTALLATION_PATH))
+        if not ctx.dry_run:
+            ctx.calico_crds = True
         if not ctx.dry_run:
             _wait(ctx, "Calico available", lambda: _calico_available(ctx),
                   diagnose=lambda: _diagnose_cluster(ctx))
@@ -221,8 +271,8 @@ def _fetch_nodes(ctx: Context) -> dict[str, dict]:
 
 
 def _nodes(ctx: Context) -> dict[str, dict]:
-    """Nodes by name; fetched again only after a change (a re-run reads them once)."""
-    return ctx.cached_nodes(lambda: _fetch_nodes(ctx))
+    """Nodes by name; read again only after a change (a re-run reads the cluster once)."""
+    return {i["metadata"]["name"]: i for i in _cluster_objects(ctx).get("Node", [])}
 
 
 def _ready(node: dict) -> bool:

@@ -18,6 +18,7 @@ from gpuk8s.render import (ClusterSecrets, calico_installation, calico_manifest_
 from tests.lab.fixture import HostFixture
 
 KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf "
+SEVERAL = "nodes,installations.operator.tigera.io,tigerastatuses.operator.tigera.io"
 K8S_LIST = "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/v1.36/deb/ /\n"
 DOCKER_LIST = "deb [signed-by=/etc/apt/keyrings/docker.asc] https://download.docker.com/linux/ubuntu noble stable\n"
 
@@ -150,6 +151,10 @@ def test_init_join_and_calico(lab, ctx):
     assert ready == {"cp-1": "False", "w-1": "False"}          # no CNI yet
     assert "cni plugin not initialized" in sh(lab, "w-1", "journalctl -u kubelet -n 5 --no-pager").stdout
 
+    # Several types in one get: kubectl resolves them all first, so one unknown type fails the call.
+    r = sh(lab, "cp-1", KUBECTL + f"get {SEVERAL} -o json", ok=False)
+    assert r.returncode == 1 and r.stdout == ""
+    assert 'error: the server doesn\'t have a resource type "installations"' in r.stderr
     # Calico: client-side apply of the CRD bundle overflows; server-side apply is idempotent.
     urls = calico_manifest_urls(release)
     r = sh(lab, "cp-1", KUBECTL + f"apply -f {urls[0]}", ok=False)
@@ -183,6 +188,11 @@ def test_init_join_and_calico(lab, ctx):
     nodes = json.loads(sh(lab, "cp-1", KUBECTL + "get nodes -o json").stdout)
     assert all(next(c["status"] for c in n["status"]["conditions"] if c["type"] == "Ready") == "True"
                for n in nodes["items"])
+    both = json.loads(sh(lab, "cp-1", KUBECTL + f"get {SEVERAL} -o json").stdout)
+    assert both["kind"] == "List"
+    assert [i["kind"] for i in both["items"]] == (["Node"] * len(nodes["items"]) + ["Installation"]
+                                                  + ["TigeraStatus"] * len(ts["items"]))
+    assert both["items"][len(nodes["items"])]["metadata"]["name"] == "default"
     # Labels and taints.
     sh(lab, "cp-1", KUBECTL + "label node w-1 node-role.kubernetes.io/worker= --overwrite")
     sh(lab, "cp-1", KUBECTL + "taint node w-1 gpu=true:NoSchedule --overwrite")

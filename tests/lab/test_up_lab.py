@@ -191,6 +191,10 @@ def test_second_up_changes_nothing(small, small_inv):
     for n in small.names():
         changing = [ln for ln in invocations(small, n) if not is_read_only(ln)]
         assert changing == [], (n, changing)
+    # one read of the cluster: nodes, Calico's Installation and tigerastatus together
+    assert [ln for ln in invocations(small, "cp-1") if ln.startswith("kubectl --kubeconfig")] == [
+        f"kubectl --kubeconfig {ADMIN} get nodes,installations.operator.tigera.io,"
+        "tigerastatuses.operator.tigera.io -o json"]
 
 
 # --------------------------------------------------------------------------- HA, failures, resume

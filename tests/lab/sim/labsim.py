@@ -13,22 +13,32 @@ the real machine: every path is inside the host's overlays, per-host /proc files
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import fcntl
-import fnmatch
-import hashlib
-import ipaddress
+import importlib
 import json
 import os
 import re
-import secrets
-import socket
 import sys
 import time
-import tomllib
 from contextlib import contextmanager
 from pathlib import Path
+
+
+class _Lazy:
+    """A module imported on first use: each simulated call pays only for what it touches
+    (PyYAML, tomllib, fixture... cost ~25 ms of start-up when imported up front)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+base64, dt, fnmatch, hashlib = _Lazy("base64"), _Lazy("datetime"), _Lazy("fnmatch"), _Lazy("hashlib")
+ipaddress, secrets, socket, tomllib = _Lazy("ipaddress"), _Lazy("secrets"), _Lazy("socket"), _Lazy("tomllib")
+yaml = _Lazy("yaml")
+fx = _Lazy("fixture")  # tests/lab/fixture.py (containerd file formats), copied next to this file
 
 LAB = Path("/run/gpuk8s-lab")
 SIM = LAB / "sim"
@@ -37,10 +47,7 @@ STATE = Path("/etc/gpuk8s-lab")
 CLUSTER = SHARED / "cluster.json"
 CLUSTER_LOCK = SHARED / "cluster.lock"
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the lab copies fixture.py next to it
-import fixture as fx  # noqa: E402  (tests/lab/fixture.py: containerd file formats)
-
-import yaml  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # where fixture.py is
 
 TOKEN_RE = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
 CONTAINERD_OFFERED = ["1.7.27", "2.1.4"]
@@ -1853,6 +1860,27 @@ def kubectl(args: list[str]) -> int:
         return _kubectl(c, rest, ns, output)
 
 
+def _list_items(c: dict, kind: str) -> list[dict]:
+    """The objects of one resource type, as in a List (for `kubectl get A,B,C -o json`)."""
+    if kind in ("nodes", "node", "no"):
+        return [_node_json(c, n) for n in sorted(c.get("nodes", {}).values(), key=lambda n: n["created"])]
+    calico = ("tigerastatus", "tigerastatuses", "tigerastatuses.operator.tigera.io",
+              "installations.operator.tigera.io", "installation", "installations")
+    if kind not in calico or not c.get("objects", {}).get("crds"):
+        raise Exit(1, f"error: the server doesn't have a resource type \"{kind.split('.')[0]}\"")
+    if kind.startswith("tigerastatus"):
+        return _tigerastatus_items(c)
+    inst = c.get("objects", {}).get("installation")
+    if not inst:
+        return []
+    doc = json.loads(json.dumps(inst))
+    doc.setdefault("apiVersion", "operator.tigera.io/v1")
+    doc.setdefault("kind", "Installation")
+    doc.setdefault("metadata", {})["creationTimestamp"] = iso(c["objects"].get("installation_applied", now()))
+    doc["status"] = {"variant": "Calico", "calicoVersion": "v3.31.3"} if calico_status(c)["ok"] else {}
+    return [doc]
+
+
 def _kubectl(c: dict, rest: list[str], ns: str, output: str | None) -> int:
     if not rest:
         raise Exit(1, "kubectl controls the Kubernetes cluster manager.")
@@ -1913,6 +1941,15 @@ def _kubectl(c: dict, rest: list[str], ns: str, output: str | None) -> int:
         if not words:
             raise Exit(1, "You must specify the type of resource to get.")
         kind, names = words[0].lower(), words[1:]
+        if "," in kind:  # several types: all resolved first (one unknown fails the call), one List
+            if names or "/" in kind:
+                raise Exit(1, "error: arguments in resource/name form must have a single resource and name")
+            if output != "json":
+                raise Exit(1, "error: the gpuk8s lab kubectl simulates several types with -o json only")
+            items = [x for k in kind.split(",") for x in _list_items(c, k)]
+            out(json.dumps({"apiVersion": "v1", "kind": "List", "items": items,
+                            "metadata": {"resourceVersion": ""}}, indent=4))
+            return 0
         if "/" in kind:
             kind, n = kind.split("/", 1)
             names = [n]
