@@ -104,10 +104,18 @@ def preflight(
     Exit codes: 0 ready, 1 failed checks, 3 bad inventory, 4 unreachable hosts.
     """
     try:
-        from gpuk8s import ui
         from gpuk8s.preflight import run_preflight
 
         inv = _load(inventory, local, host)
+        if json_out and not sys.stderr.isatty():
+            # For CI and scripts: no progress to show, so Rich is never imported.
+            from gpuk8s.jsonout import print_json
+
+            report = run_preflight(inv, accept_new_host_keys=accept_new_host_keys, parallel=parallel)
+            print_json(report.to_dict())
+            raise typer.Exit(report.exit_code)
+        from gpuk8s import ui
+
         with ui.host_progress(len(inv.hosts), "probing hosts", enabled=True) as on_done:
             report = run_preflight(inv, accept_new_host_keys=accept_new_host_keys,
                                    parallel=parallel, on_host_done=on_done)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field, fields, is_dataclass
+import functools
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from importlib import resources
 from typing import Any
 
@@ -57,8 +58,9 @@ NVIDIA_DEVICE_NAMES = {
 }
 
 
+@functools.lru_cache(maxsize=1)
 def probe_script() -> str:
-    """The probe script text (POSIX sh), shipped as package data."""
+    """The probe script text (POSIX sh), shipped as package data (read once per run)."""
     return resources.files("gpuk8s").joinpath("probe.sh").read_text(encoding="utf-8")
 
 
@@ -175,15 +177,15 @@ def _plain(value: Any) -> Any:
 # --------------------------------------------------------------------------- sections
 
 def split_sections(text: str) -> dict[str, str]:
-    """Split probe output into {section name: raw text}."""
+    """Split probe output into {section name: raw text}: each '@@gpuk8s:NAME' line starts one.
+
+    Splits on the markers themselves rather than line by line (the output is tens of KB).
+    Text before the first marker is ignored; a name seen twice has its parts joined.
+    """
     sections: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in text.splitlines():
-        if line.startswith(SECTION_PREFIX):
-            name = line[len(SECTION_PREFIX):].strip()
-            current = sections.setdefault(name, [])
-        elif current is not None:
-            current.append(line)
+    for part in ("\n" + text.replace("\r\n", "\n")).split("\n" + SECTION_PREFIX)[1:]:
+        name, _, body = part.partition("\n")
+        sections.setdefault(name.strip(), []).append(body)
     return {k: "\n".join(v).strip("\n") for k, v in sections.items()}
 
 
@@ -454,7 +456,15 @@ _CRI_V3_IMAGES = "io.containerd.cri.v1.images"
 
 
 def parse_containerd_config(text: str | None) -> ContainerdConfig:
-    """Parse /etc/containerd/config.toml and find SystemdCgroup in the table of its version."""
+    """Parse /etc/containerd/config.toml and find SystemdCgroup in the table of its version.
+
+    A fleet mostly carries identical files: each distinct text is parsed once per run.
+    """
+    return replace(_parse_containerd_config(text))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_containerd_config(text: str | None) -> ContainerdConfig:
     if text is None or not text.strip():
         return ContainerdConfig(present=bool(text is not None and text != ""))
     cfg = ContainerdConfig(present=True)

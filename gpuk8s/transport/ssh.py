@@ -62,6 +62,30 @@ def _known_hosts_entries(path: str) -> list:
         return keys._entries
 
 
+_KEY_CACHE: dict[str, tuple[tuple[int, int], paramiko.PKey]] = {}
+
+
+def _private_key(path: str) -> paramiko.PKey | None:
+    """The identity file parsed once per run (paramiko would parse it once per host, trying
+    each key type in turn); None when it cannot be read without help (encrypted, unknown
+    format): paramiko then gets the path and reports the problem itself."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    stamp = (st.st_mtime_ns, st.st_size)
+    with _KNOWN_HOSTS_LOCK:
+        hit = _KEY_CACHE.get(path)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        try:
+            key = paramiko.PKey.from_path(path)
+        except (paramiko.SSHException, OSError, ValueError, TypeError):  # TypeError: encrypted
+            return None
+        _KEY_CACHE[path] = (stamp, key)
+        return key
+
+
 def fingerprint(key: paramiko.PKey) -> str:
     """OpenSSH-style SHA256 fingerprint of a public key."""
     digest = hashlib.sha256(key.asbytes()).digest()
@@ -167,8 +191,10 @@ class SSHTransport:
         try:
             if sock is None:
                 sock = socket.create_connection((address, port), timeout=timeout)
+            pkey = _private_key(key_file) if key_file else None
             client.connect(
-                address, port=port, username=user, key_filename=key_file, sock=sock,
+                address, port=port, username=user, pkey=pkey,
+                key_filename=None if pkey is not None else key_file, sock=sock,
                 timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
                 allow_agent=True, look_for_keys=key_file is None,
             )

@@ -66,3 +66,28 @@ def test_non_22_port_uses_bracketed_known_hosts_entry(lab, tmp_path):
     assert odd["name"] == "odd-port" and odd["reachable"], odd["error"]
     known = open(lab.known_hosts).read()
     assert f"[{lab.address('odd-port')}]:2222 " in known
+
+
+def test_identity_files_encrypted_unknown_and_rsa(lab, tmp_path, monkeypatch):
+    """The identity file is parsed once per run; what paramiko would say per host still holds."""
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)  # no agent to fall back to
+    enc, other, rsa = tmp_path / "enc", tmp_path / "other", tmp_path / "rsa"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "s3cret", "-f", str(enc)], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", str(rsa)], check=True)
+    for key, expect in ((enc, "is encrypted; load it into ssh-agent"), (other, "authentication failed")):
+        inv = lab.write_inventory(tmp_path / f"inv-{key.name}.yaml", hosts=["cp-1", "odd-port"],
+                                  ssh={"identity_file": str(key)})
+        rc, doc, err = preflight(inv)
+        assert rc == 4, err
+        for h in doc["hosts"]:
+            assert not h["reachable"] and expect in h["error"], h["error"]
+            assert "s3cret" not in h["error"]
+    # an RSA key authorized for root works like the lab's ed25519 one
+    pub = rsa.with_suffix(".pub").read_text()
+    for name in ("cp-1", "odd-port"):
+        lab.exec(name, "cat >> /root/.ssh/authorized_keys", input=pub)
+    inv = lab.write_inventory(tmp_path / "inv-rsa.yaml", hosts=["cp-1", "odd-port"],
+                              ssh={"identity_file": str(rsa)})
+    rc, doc, err = preflight(inv)
+    assert doc is not None and all(h["reachable"] for h in doc["hosts"]), (err, doc)
