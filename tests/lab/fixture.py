@@ -170,6 +170,7 @@ _OS_DEFAULTS = {
 }
 
 OS_PRESETS = tuple(_OS_RELEASE)
+OS_RELEASE_FILES = dict(_OS_RELEASE)   # preset -> /etc/os-release text (read-only use)
 
 
 def _os_release_values(text: str) -> dict[str, str]:

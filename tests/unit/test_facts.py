@@ -6,6 +6,7 @@ import pytest
 
 from gpuk8s import facts as F
 from gpuk8s.facts import parse_probe
+from tests.lab.fixture import OS_RELEASE_FILES
 
 
 def probe(**sections: str) -> str:
@@ -16,25 +17,10 @@ def probe(**sections: str) -> str:
 
 # --------------------------------------------------------------------------- os-release
 
-UBUNTU_2404 = """PRETTY_NAME="Ubuntu 24.04.3 LTS"
-NAME="Ubuntu"
-VERSION_ID="24.04"
-VERSION="24.04.3 LTS (Noble Numbat)"
-VERSION_CODENAME=noble
-ID=ubuntu
-ID_LIKE=debian
-HOME_URL="https://www.ubuntu.com/"
-UBUNTU_CODENAME=noble
-LOGO=ubuntu-logo
-"""
-UBUNTU_2604_DEV = """PRETTY_NAME="Ubuntu Resolute Raccoon (development branch)"
-NAME="Ubuntu"
-VERSION_ID="26.04"
-VERSION="26.04 (Resolute Raccoon)"
-VERSION_CODENAME=resolute
-ID=ubuntu
-ID_LIKE=debian
-"""
+# The lab's os-release files (what the simulated hosts carry), plus odd ones only tests need.
+UBUNTU_2404 = OS_RELEASE_FILES["ubuntu-24.04"]
+UBUNTU_2604_DEV = OS_RELEASE_FILES["ubuntu-26.04"]
+DEBIAN_12 = OS_RELEASE_FILES["debian-12"]
 ROCKY_94 = """NAME="Rocky Linux"
 VERSION="9.4 (Blue Onyx)"
 ID="rocky"
@@ -52,13 +38,6 @@ ID_LIKE="fedora"
 VERSION_ID="8.10"
 PLATFORM_ID="platform:el8"
 PRETTY_NAME="Red Hat Enterprise Linux 8.10 (Ootpa)"
-"""
-DEBIAN_12 = """PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
-NAME="Debian GNU/Linux"
-VERSION_ID="12"
-VERSION="12 (bookworm)"
-VERSION_CODENAME=bookworm
-ID=debian
 """
 DEBIAN_SID = """PRETTY_NAME="Debian GNU/Linux trixie/sid"
 NAME="Debian GNU/Linux"
