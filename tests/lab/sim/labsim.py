@@ -1854,7 +1854,7 @@ def kubectl(args: list[str]) -> int:
         if not c.get("initialized") or not _resolves_to_cluster(hostport, c):
             raise Exit(1, f"The connection to the server {hostport} was refused - did you specify the right host or port?")
         if base64.b64decode(ca_data).decode(errors="replace") != c["ca_cert"]:
-            raise Exit(1, f"Unable to connect to the server: tls: failed to verify certificate: x509: certificate "
+            raise Exit(1, "Unable to connect to the server: tls: failed to verify certificate: x509: certificate "
                           "signed by unknown authority (possibly because of \"crypto/rsa: verification error\" while "
                           "trying to verify candidate authority certificate \"kubernetes\")")
         return _kubectl(c, rest, ns, output)
