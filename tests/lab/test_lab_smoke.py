@@ -7,6 +7,7 @@ import re
 import socket
 import subprocess
 import time
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -356,3 +357,41 @@ def test_leftovers_of_crashed_runs_are_removed(lab_factory) -> None:
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     assert bridge not in links and not stale.exists()
     lab.close()
+
+
+def test_containerd_config_dump_merges_defaults_and_migrates(lab3: Lab) -> None:
+    """`containerd config dump` is the configuration the daemon runs with, not the file."""
+    path = "/etc/containerd/config.toml"
+    saved = lab3.read_file("cp-1", path) if lab3.exec("cp-1", f"test -f {path}").returncode == 0 else None
+
+    def dump(content: str) -> subprocess.CompletedProcess:
+        lab3.write_file("cp-1", path, content)
+        return lab3.exec("cp-1", "containerd config dump")
+
+    try:
+        # containerd 2.x reading a version 2 file (1.7's format) migrates it to version 3
+        r = dump(containerd_config("1.7.27", systemd_cgroup=True, sandbox_image="registry.k8s.io/pause:3.10.1"))
+        assert r.returncode == 0, r.stderr
+        got = tomllib.loads(r.stdout)
+        plugins = got["plugins"]
+        assert got["version"] == 3
+        runc = plugins["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["runc"]["options"]
+        assert runc["SystemdCgroup"] is True
+        assert plugins["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == "registry.k8s.io/pause:3.10.1"
+        assert "sandbox_image" not in plugins["io.containerd.grpc.v1.cri"]
+        # a short version 3 file: the defaults fill in everything it does not say
+        r = dump("version = 3\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]\n"
+                 "  SystemdCgroup = true\n")
+        got = tomllib.loads(r.stdout)
+        assert got["root"] == "/var/lib/containerd"
+        assert got["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["runc"]["options"][
+            "SystemdCgroup"] is True
+        assert got["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"]
+        # version 1 was removed in containerd 2.0
+        r = dump("[plugins.cri]\n  sandbox_image = \"registry.k8s.io/pause:3.8\"\n")
+        assert r.returncode == 1 and "unsupported config version `1`" in r.stderr
+    finally:
+        if saved is None:
+            lab3.exec("cp-1", f"rm -f {path}")
+        else:
+            lab3.write_file("cp-1", path, saved)

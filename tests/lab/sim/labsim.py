@@ -659,9 +659,7 @@ def swapoff(args: list[str]) -> int:
 
 def containerd_check() -> int:
     """Used by the systemctl simulator on (re)start of containerd: does the config load?"""
-    line = (STATE / "containerd" / "version_line").read_text() if (STATE / "containerd" / "version_line").exists() else ""
-    m = re.search(r"v?(\d+)\.(\d+)\.(\d+)", line.split(" ", 2)[-1] if line else "")
-    major = int(m.group(1)) if m else 2
+    major = _containerd_major()
     p = Path("/etc/containerd/config.toml")
     if not p.exists():
         return 0
@@ -674,6 +672,101 @@ def containerd_check() -> int:
     if (major >= 2 and version not in (2, 3)) or (major < 2 and version not in (1, 2)):
         _journal("containerd", f"containerd: unsupported config version `{version}`")
         return 1
+    return 0
+
+
+_CRI_V2 = "io.containerd.grpc.v1.cri"
+_CRI_RUNTIME = "io.containerd.cri.v1.runtime"
+_CRI_IMAGES = "io.containerd.cri.v1.images"
+# Keys of the version 2 CRI table that containerd 2.x moves to the images plugin; what stays in
+# io.containerd.grpc.v1.cri is the CRI server's own configuration.
+_TO_IMAGES = ("registry", "image_decryption", "max_concurrent_downloads", "image_pull_progress_timeout",
+              "image_pull_with_sync_fs", "stats_collect_period")
+_SERVER_KEYS = ("disable_tcp_service", "stream_server_address", "stream_server_port", "stream_idle_timeout",
+                "enable_tls_streaming", "x509_key_pair_streaming")
+_SNAPSHOT_KEYS = ("snapshotter", "disable_snapshot_annotations", "discard_unpacked_layers")
+
+
+def _containerd_major() -> int:
+    p = STATE / "containerd" / "version_line"
+    line = p.read_text() if p.exists() else ""
+    m = re.search(r"v?(\d+)\.(\d+)\.(\d+)", line.split(" ", 2)[-1] if line else "")
+    return int(m.group(1)) if m else 2
+
+
+def _migrate_v2_to_v3(plugins: dict) -> None:
+    """What containerd 2.x does to a version 2 file when it loads it (its runtime and images
+    plugins' config migrations): the CRI table is split into io.containerd.cri.v1.runtime and
+    io.containerd.cri.v1.images; a value already in the new tables wins."""
+    src = plugins.get(_CRI_V2)
+    if not isinstance(src, dict):
+        return
+    runtime = plugins.setdefault(_CRI_RUNTIME, {})
+    for k, v in src.items():
+        if k not in ("cni", "containerd", "sandbox_image") + _TO_IMAGES + _SERVER_KEYS:
+            runtime.setdefault(k, v)
+    if isinstance(src.get("cni"), dict):
+        cni = runtime.setdefault("cni", {})
+        for k, v in src["cni"].items():
+            if k == "bin_dir":
+                if not cni.get("bin_dirs"):
+                    cni["bin_dirs"] = [v]
+            else:
+                cni.setdefault(k, v)
+    ctrd = src.get("containerd")
+    if isinstance(ctrd, dict):
+        new = runtime.setdefault("containerd", {})
+        for k, v in ctrd.items():
+            if k not in _SNAPSHOT_KEYS:
+                new.setdefault(k, v)
+        for rt in (new.get("runtimes") or {}).values():
+            if isinstance(rt, dict) and "sandbox_mode" in rt and "sandboxer" not in rt:
+                rt["sandboxer"] = rt.pop("sandbox_mode")
+        # the images plugin migrates only when the old table has a containerd section
+        images = plugins.setdefault(_CRI_IMAGES, {})
+        if "sandbox_image" in src:
+            images.setdefault("pinned_images", {})["sandbox"] = src["sandbox_image"]
+        for k in _SNAPSHOT_KEYS:
+            if k in ctrd:
+                images[k] = ctrd[k]
+        for k in _TO_IMAGES:
+            if k in src:
+                images[k] = src[k]
+    plugins[_CRI_V2] = {k: v for k, v in src.items() if k in _SERVER_KEYS}
+
+
+def _merged(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def containerd_dump() -> int:
+    """`containerd config dump`: the configuration the daemon runs with — its defaults with the
+    file laid over them, a version 2 file migrated to version 3 by containerd 2.x, and
+    `version` set to the binary's own (drop-ins under `imports` are not simulated)."""
+    major = _containerd_major()
+    default = (STATE / "containerd" / "default.toml").read_text()
+    p = Path("/etc/containerd/config.toml")
+    if not p.exists():
+        out(default)
+        return 0
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise Exit(1, f"containerd: failed to load TOML from /etc/containerd/config.toml: {e}")
+    version = int(data.get("version", 1))
+    if major >= 2 and version == 2:
+        _migrate_v2_to_v3(data.setdefault("plugins", {}))
+    elif (major >= 2 and version != 3) or (major < 2 and version not in (1, 2)):
+        raise Exit(1, f"containerd: unsupported config version `{version}`")
+    elif major < 2 and version == 1:  # 1.x reads version 1 files by their short plugin ids
+        data["plugins"] = {("io.containerd.grpc.v1." + k if k == "cri" else k): v
+                           for k, v in (data.get("plugins") or {}).items()}
+    dumped = _merged(tomllib.loads(default), data)
+    dumped["version"] = 3 if major >= 2 else 2
+    out(importlib.import_module("tomli_w").dumps(dumped))
     return 0
 
 
@@ -2106,6 +2199,8 @@ def main(argv: list[str]) -> int:
     try:
         if tool == "containerd-check":
             return containerd_check()
+        if tool == "containerd-dump":
+            return containerd_dump()
         return TOOLS[tool](args)
     except Exit as e:
         sys.stdout.flush()
