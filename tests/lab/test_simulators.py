@@ -193,6 +193,8 @@ def test_init_join_and_calico(lab, ctx):
     assert [i["kind"] for i in both["items"]] == (["Node"] * len(nodes["items"]) + ["Installation"]
                                                   + ["TigeraStatus"] * len(ts["items"]))
     assert both["items"][len(nodes["items"])]["metadata"]["name"] == "default"
+    # the operator reports the release whose manifests were applied
+    assert both["items"][len(nodes["items"])]["status"]["calicoVersion"] == f"v{release.calico}"
     # Labels and taints.
     sh(lab, "cp-1", KUBECTL + "label node w-1 node-role.kubernetes.io/worker= --overwrite")
     sh(lab, "cp-1", KUBECTL + "taint node w-1 gpu=true:NoSchedule --overwrite")

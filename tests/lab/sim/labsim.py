@@ -1796,7 +1796,8 @@ def _manifest_objects(source: str, c: dict) -> tuple[list[str], dict]:
         if base in ("operator-crds.yaml", "v1_crd_projectcalico_org.yaml"):
             return crds, {"crds": True}
         if base == "tigera-operator.yaml":
-            return (crds if old else []) + OPERATOR_OBJECTS, ({"crds": True} if old else {}) | {"operator": True}
+            version = {"calico_version": f"v{m.group(1)}.{m.group(2)}.{m.group(3)}"}  # the operator's release
+            return (crds if old else []) + OPERATOR_OBJECTS, ({"crds": True} if old else {}) | {"operator": True} | version
         raise Exit(1, f"error: unable to read URL \"{source}\", server reported 404 Not Found, status code=404")
     try:
         docs = [d for d in yaml.safe_load_all(Path(source).read_text()) if d]
@@ -1970,7 +1971,8 @@ def _list_items(c: dict, kind: str) -> list[dict]:
     doc.setdefault("apiVersion", "operator.tigera.io/v1")
     doc.setdefault("kind", "Installation")
     doc.setdefault("metadata", {})["creationTimestamp"] = iso(c["objects"].get("installation_applied", now()))
-    doc["status"] = {"variant": "Calico", "calicoVersion": "v3.31.3"} if calico_status(c)["ok"] else {}
+    doc["status"] = {"variant": "Calico", "calicoVersion": c["objects"].get("calico_version", "")} \
+        if calico_status(c)["ok"] else {}
     return [doc]
 
 
@@ -2109,7 +2111,8 @@ def _kubectl(c: dict, rest: list[str], ns: str, output: str | None) -> int:
                               f"\"{names[0] if names else 'default'}\" not found")
             doc = json.loads(json.dumps(inst))
             doc.setdefault("metadata", {})["creationTimestamp"] = iso(c["objects"].get("installation_applied", now()))
-            doc["status"] = {"variant": "Calico", "calicoVersion": "v3.31.3"} if calico_status(c)["ok"] else {}
+            doc["status"] = {"variant": "Calico", "calicoVersion": c["objects"].get("calico_version", "")} \
+                if calico_status(c)["ok"] else {}
             out(json.dumps(doc, indent=4) if output == "json" else f"NAME      AGE\n{doc['metadata'].get('name')}   1m")
             return 0
         if kind in ("pods", "pod", "po"):
