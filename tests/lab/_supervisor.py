@@ -61,6 +61,7 @@ def setup_host(spec: dict, root_pid: int) -> list[socket.socket]:
     batch = (f"link add eth0 address {net['mac']} type veth peer name {net['peer']} netns {root_pid}\n"
              "link set lo up\n"
              f"addr add {net['address']} dev eth0\n"
+             f"addr add {net['address6']} dev eth0 nodad\n"
              "link set eth0 up\n"
              f"route add default via {net['gateway']}\n")
     r = subprocess.run(["ip", "-batch", "-"], input=batch, text=True, capture_output=True, timeout=20)

@@ -4,7 +4,7 @@
         subprocess.run(lab.ssh_argv("gpu-1") + ["hostname"])
 
 Per host: a network namespace (veth `eth0` into a lab bridge in the root namespace, an address in
-198.18.0.0/15), a UTS namespace (hostname) and a mount namespace where overlays over /etc /usr /var
+198.18.0.0/15 and one in fd67:7075:6b38::/48), a UTS namespace (hostname) and a mount namespace where overlays over /etc /usr /var
 /opt /root /home /srv hold the host's files (so nothing a test does reaches this machine), /sys is a
 tmpfs built from the fixture, /proc/{swaps,meminfo,filesystems,cmdline} are per-host files and tool
 simulators (tests/lab/sim) sit in /usr/local/bin. All state lives in a temporary lab directory; the
@@ -233,6 +233,7 @@ class LabHost:
     holder_pid: int | None = None
     sshd: subprocess.Popen | None = None
     host_key_pub: str = ""
+    address6: str = ""             # the host's IPv6 (ULA) address on the lab's /64
 
     @property
     def name(self) -> str:
@@ -303,6 +304,10 @@ class Lab:
     def address(self, name: str) -> str:
         return self._host(name).address
 
+    def address6(self, name: str) -> str:
+        """The host's IPv6 address (every host has one, on the lab's own ULA /64)."""
+        return self._host(name).address6
+
     def host(self, name: str) -> LabHost:
         return self._host(name)
 
@@ -329,6 +334,7 @@ class Lab:
             digest = hashlib.sha256(f"{self.tag}/{fx.name}".encode()).digest()
             h = LabHost(
                 fixture=fx, index=i, address=str(self.network.network_address + idx),
+                address6=str(self.network6.network_address + idx),
                 dir=self.dir / "hosts" / fx.name, peer=f"{IFACE_PREFIX}{self.tag}v{i}",
                 mac=fx.mac or "52:54:00:%02x:%02x:%02x" % (self.octet, digest[0], idx),
                 product_uuid=(fx.product_uuid or str(uuid.UUID(bytes=digest[:16], version=4))).lower(),
@@ -623,9 +629,13 @@ class Lab:
             self.network = cand
             self.octet = int(str(cand.network_address).split(".")[2])
             self.gateway = str(cand.network_address + 1)
+            # IPv6 beside it: a unique-local /64 per lab (same N), no duplicate address detection
+            # so addresses work at once.
+            self.network6 = ipaddress.ip_network(f"fd67:7075:6b38:{self.octet:x}::/64")
             _run(["ip", "-batch", "-"], input=(
                 f"link add {self.bridge} type bridge\n"
                 f"addr add {self.gateway}/24 dev {self.bridge}\n"
+                f"addr add {self.network6.network_address + 1}/64 dev {self.bridge} nodad\n"
                 f"link set {self.bridge} up\n"))
 
     def _start_supervisor(self) -> None:
@@ -673,7 +683,7 @@ class Lab:
                 "name": h.name, "tag": self.tag, "hostname": fx.host_name,
                 "labdir": str(self.dir), "hostdir": str(h.dir),
                 "net": {"mac": h.mac, "peer": h.peer, "address": f"{h.address}/24",
-                        "gateway": self.gateway, "bridge": self.bridge},
+                        "address6": f"{h.address6}/64", "gateway": self.gateway, "bridge": self.bridge},
                 "sysctls": sysctls, "hide_bridge_sysctls": "br_netfilter" not in fx.modules,
                 "cgroup": fx.cgroup_version,
                 "proc_files": ["swaps", "meminfo", "filesystems", "cmdline"],
@@ -725,8 +735,9 @@ class Lab:
         for h in self.hosts.values():
             if not h.host_key_pub:
                 continue
-            host = h.address if h.port == 22 else f"[{h.address}]:{h.port}"
-            lines.append(f"{host} ssh-ed25519 {h.host_key_pub}\n")
+            for addr in (h.address, h.address6):
+                host = addr if h.port == 22 else f"[{addr}]:{h.port}"
+                lines.append(f"{host} ssh-ed25519 {h.host_key_pub}\n")
         Path(self.known_hosts).write_text("".join(lines))
 
     # ------------------------------------------------------------------ internals: rendering

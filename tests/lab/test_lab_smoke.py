@@ -77,7 +77,7 @@ def test_facts_match_fixtures(lab3: Lab) -> None:
     assert cp.cgroup_version == 2
     assert cp.cpus == 16 and cp.memory_mib == 65536
     assert cp.swap_enabled is False and cp.swap_fstab_entries == [] and cp.swap_units == []
-    assert cp.addresses == [f"{lab3.address('cp-1')}/24"]
+    assert cp.addresses == [f"{lab3.address('cp-1')}/24", f"{lab3.address6('cp-1')}/64"]
     assert cp.product_uuid == lab3.host("cp-1").product_uuid
     assert cp.overlay_available and cp.br_netfilter_loaded
     assert cp.sysctls["net.ipv4.ip_forward"] == "1"

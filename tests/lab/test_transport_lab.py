@@ -1,4 +1,4 @@
-"""Transport paths the preflight tests do not cover: a jump host (bastion), a non-22 port."""
+"""Transport paths the preflight tests do not cover: a jump host (bastion), a non-22 port, IPv6, key files."""
 
 from __future__ import annotations
 
@@ -91,3 +91,35 @@ def test_identity_files_encrypted_unknown_and_rsa(lab, tmp_path, monkeypatch):
                               ssh={"identity_file": str(rsa)})
     rc, doc, err = preflight(inv)
     assert doc is not None and all(h["reachable"] for h in doc["hosts"]), (err, doc)
+
+
+def test_ipv6_addresses(lab, tmp_path):
+    """Hosts addressed by IPv6 literals, on port 22 and on another port ([addr]:port in known_hosts)."""
+    inv = lab.write_inventory(tmp_path / "inv.yaml", hosts=["cp-1", "odd-port"], host_overrides={
+        "cp-1": {"address": lab.address6("cp-1")}, "odd-port": {"address": lab.address6("odd-port")}})
+    rc, doc, err = preflight(inv)
+    assert doc is not None, err
+    hosts = {h["name"]: h for h in doc["hosts"]}
+    for name in ("cp-1", "odd-port"):
+        h = hosts[name]
+        assert h["reachable"] and h["address"] == lab.address6(name), h["error"]
+        assert h["facts"]["hostname"] == name
+        assert any(a.startswith(lab.address6(name) + "/") for a in h["facts"]["addresses"])
+    known = open(lab.known_hosts).read()
+    assert f"\n{lab.address6('cp-1')} " in "\n" + known and f"[{lab.address6('odd-port')}]:2222 " in known
+    log = sshd_log(lab, "cp-1")
+    if log:
+        assert "Accepted publickey for root from fd67:7075:6b38:" in log, log[-2000:]
+    # an IPv6 host whose key is not in known_hosts is refused with the bracketed keyscan hint
+    without = tmp_path / "kh"
+    without.write_text("".join(ln for ln in known.splitlines(keepends=True)
+                               if not ln.startswith(f"[{lab.address6('odd-port')}]:2222 ")))
+    inv = lab.write_inventory(tmp_path / "inv2.yaml", hosts=["cp-1", "odd-port"],
+                              ssh={"known_hosts": str(without)},
+                              host_overrides={"odd-port": {"address": lab.address6("odd-port")}})
+    rc, doc, err = preflight(inv)
+    assert doc is not None, (rc, err)
+    assert doc["hosts"][0]["reachable"], doc["hosts"][0]["error"]
+    h = doc["hosts"][1]
+    assert rc == 4 and not h["reachable"] and h["error_kind"] == "host-key-unknown", h
+    assert f"ssh-keyscan -p 2222 {lab.address6('odd-port')}" in h["error"]
