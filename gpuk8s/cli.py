@@ -7,6 +7,7 @@ Expected errors (Gpuk8sError) become a message and their exit code here, and onl
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import List, Optional
 
@@ -108,19 +109,18 @@ def preflight(
 
         inv = _load(inventory, local, host)
         if json_out and not sys.stderr.isatty():
-            # For CI and scripts: no progress to show, so Rich is never imported.
-            from gpuk8s.jsonout import print_json
+            progress = nullcontext(None)  # CI and scripts: nothing to show, Rich never imported
+        else:
+            from gpuk8s import ui
 
-            report = run_preflight(inv, accept_new_host_keys=accept_new_host_keys, parallel=parallel)
-            print_json(report.to_dict())
-            raise typer.Exit(report.exit_code)
-        from gpuk8s import ui
-
-        with ui.host_progress(len(inv.hosts), "probing hosts", enabled=True) as on_done:
+            progress = ui.host_progress(len(inv.hosts), "probing hosts", enabled=True)
+        with progress as on_done:
             report = run_preflight(inv, accept_new_host_keys=accept_new_host_keys,
                                    parallel=parallel, on_host_done=on_done)
         if json_out:
-            ui.print_json(report.to_dict())
+            from gpuk8s.jsonout import print_json
+
+            print_json(report.to_dict())
         else:
             ui.render_preflight(report)
     except (Gpuk8sError, KeyboardInterrupt) as e:

@@ -7,9 +7,9 @@ failing without a driver, non-GPU NVIDIA functions on the bus).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
-import functools
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from importlib import resources
 from typing import Any

@@ -12,8 +12,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 from rich.text import Text
 
-from gpuk8s import jsonout
-
 STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 _ORDER = {"fail": 0, "warn": 1, "pass": 2, "skip": 3}
 
@@ -41,8 +39,6 @@ def host_progress(total: int, label: str, enabled: bool = True) -> Iterator:
 
         yield done
 
-
-print_json = jsonout.print_json
 
 
 def _host_summary(h) -> str:

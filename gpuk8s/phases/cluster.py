@@ -163,7 +163,6 @@ class InstallCalico(Phase):
                    ctx.kubectl("apply", "--server-side", "--force-conflicts", "-f", CALICO_INSTALLATION_PATH))
         if not ctx.dry_run:
             ctx.calico_crds = True
-        if not ctx.dry_run:
             _wait(ctx, "Calico available", lambda: _calico_available(ctx),
                   diagnose=lambda: _diagnose_cluster(ctx))
         return PhaseResult(self.title)

@@ -33,57 +33,52 @@ logging.getLogger("paramiko").propagate = False
 # constant-time comparison in C, and cuts the client's CPU per host substantially.
 paramiko.util.constant_time_bytes_eq = hmac.compare_digest
 
-# Appends to one known_hosts file from many host threads must not interleave.
+# Appends to one known_hosts file from many host threads must not interleave (and _parsed_once
+# never reads one half-written).
 _KNOWN_HOSTS_LOCK = threading.Lock()
 _READ_CHUNK = 65536
 
 
-_KNOWN_HOSTS_CACHE: dict[str, tuple[tuple[int, int], list]] = {}
+_PARSED: dict[tuple[str, str], tuple[tuple[int, int], object]] = {}
+
+
+def _parsed_once(kind: str, path: str, parse):
+    """parse(path), once per file version (mtime, size) rather than once per host.
+
+    Under the known_hosts lock, so a parse never sees half of an accept-new append; a file that
+    changes (keys appended by accept-new) is parsed again. Errors from os.stat and parse propagate.
+    """
+    st = os.stat(path)
+    stamp = (st.st_mtime_ns, st.st_size)
+    with _KNOWN_HOSTS_LOCK:
+        hit = _PARSED.get((kind, path))
+        if hit is None or hit[0] != stamp:
+            hit = _PARSED[(kind, path)] = (stamp, parse(path))
+        return hit[1]
+
+
+def _load_host_keys(path: str) -> list:
+    keys = paramiko.HostKeys()
+    keys.load(path)
+    return keys._entries
 
 
 def _known_hosts_entries(path: str) -> list:
-    """known_hosts parsed once per file version (path, mtime, size), not once per host.
-
-    With N hosts, re-parsing per connection costs N x N key decodes; the cache is keyed on the
-    file's mtime and size so keys appended by accept-new are seen by later connections.
-    """
+    """known_hosts entries (with N hosts, parsing per connection would cost N x N key decodes)."""
     try:
-        st = os.stat(path)
+        return _parsed_once("known_hosts", path, _load_host_keys)
     except FileNotFoundError:
         return []
-    stamp = (st.st_mtime_ns, st.st_size)
-    with _KNOWN_HOSTS_LOCK:
-        hit = _KNOWN_HOSTS_CACHE.get(path)
-        if hit is not None and hit[0] == stamp:
-            return hit[1]
-        keys = paramiko.HostKeys()
-        keys.load(path)
-        _KNOWN_HOSTS_CACHE[path] = (stamp, keys._entries)
-        return keys._entries
-
-
-_KEY_CACHE: dict[str, tuple[tuple[int, int], paramiko.PKey]] = {}
 
 
 def _private_key(path: str) -> paramiko.PKey | None:
-    """The identity file parsed once per run (paramiko would parse it once per host, trying
-    each key type in turn); None when it cannot be read without help (encrypted, unknown
-    format): paramiko then gets the path and reports the problem itself."""
+    """The identity file (paramiko would parse it once per host, trying each key type in turn);
+    None when it cannot be read without help (encrypted, unknown format): paramiko then gets
+    the path and reports the problem itself."""
     try:
-        st = os.stat(path)
-    except OSError:
+        return _parsed_once("identity", path, paramiko.PKey.from_path)
+    except (paramiko.SSHException, OSError, ValueError, TypeError):  # TypeError: encrypted
         return None
-    stamp = (st.st_mtime_ns, st.st_size)
-    with _KNOWN_HOSTS_LOCK:
-        hit = _KEY_CACHE.get(path)
-        if hit is not None and hit[0] == stamp:
-            return hit[1]
-        try:
-            key = paramiko.PKey.from_path(path)
-        except (paramiko.SSHException, OSError, ValueError, TypeError):  # TypeError: encrypted
-            return None
-        _KEY_CACHE[path] = (stamp, key)
-        return key
 
 
 def fingerprint(key: paramiko.PKey) -> str:

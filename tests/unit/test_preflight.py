@@ -210,10 +210,10 @@ class _Out:
 
 @pytest.mark.parametrize("tty", [True, False])
 def test_print_json_one_document_indented_only_for_a_terminal(monkeypatch, tty):
-    from gpuk8s import ui
+    from gpuk8s.jsonout import print_json
     out = _Out(tty)
     monkeypatch.setattr("sys.stdout", out)
     doc = {"ok": False, "hosts": [{"name": "gpu-1", "checks": [{"id": "swap-off", "fix": None}]}]}
-    ui.print_json(doc)
+    print_json(doc)
     assert json.loads(out.text) == doc and out.text.endswith("}\n")
     assert out.text.count("\n") == (len(json.dumps(doc, indent=2).splitlines()) if tty else 1)

@@ -273,8 +273,8 @@ def _install(name: str, version: str) -> None:
         write(STATE / "versions" / "runc", "1.3.0\n")
         for tool in ("containerd", "runc"):
             symlink(f"/usr/bin/{tool}", f"{SIM}/{tool}")
-        if not Path("/etc/containerd/config.toml").exists():   # the package's conffile
-            write("/etc/containerd/config.toml", fx.DOCKER_CONTAINERD_CONFIG)
+        if not CONTAINERD_CONFIG.exists():   # the package's conffile
+            write(CONTAINERD_CONFIG, fx.DOCKER_CONTAINERD_CONFIG)
         st = ("active", "enabled") if fam == "debian" else ("inactive", "disabled")
         if "containerd.service" not in units():
             set_unit("containerd.service", *st)
@@ -657,20 +657,29 @@ def swapoff(args: list[str]) -> int:
     raise Exit(1, "swapoff: the gpuk8s lab simulates only `swapoff -a`")
 
 
-def containerd_check() -> int:
-    """Used by the systemctl simulator on (re)start of containerd: does the config load?"""
-    major = _containerd_major()
-    p = Path("/etc/containerd/config.toml")
-    if not p.exists():
-        return 0
+CONTAINERD_CONFIG = Path("/etc/containerd/config.toml")
+
+
+def _containerd_file(major: int) -> dict | None:
+    """The config file as containerd loads it (None when absent); Exit when it would refuse it."""
+    if not CONTAINERD_CONFIG.exists():
+        return None
     try:
-        data = tomllib.loads(p.read_text())
+        data = tomllib.loads(CONTAINERD_CONFIG.read_text())
     except tomllib.TOMLDecodeError as e:
-        _journal("containerd", f'containerd: failed to load TOML: /etc/containerd/config.toml: {e}')
-        return 1
+        raise Exit(1, f"containerd: failed to load TOML: {CONTAINERD_CONFIG}: {e}")
     version = int(data.get("version", 1))
     if (major >= 2 and version not in (2, 3)) or (major < 2 and version not in (1, 2)):
-        _journal("containerd", f"containerd: unsupported config version `{version}`")
+        raise Exit(1, f"containerd: unsupported config version `{version}`")
+    return data
+
+
+def containerd_check() -> int:
+    """Used by the systemctl simulator on (re)start of containerd: does the config load?"""
+    try:
+        _containerd_file(_containerd_major())
+    except Exit as e:
+        _journal("containerd", e.err)
         return 1
     return 0
 
@@ -748,19 +757,13 @@ def containerd_dump() -> int:
     `version` set to the binary's own (drop-ins under `imports` are not simulated)."""
     major = _containerd_major()
     default = (STATE / "containerd" / "default.toml").read_text()
-    p = Path("/etc/containerd/config.toml")
-    if not p.exists():
+    data = _containerd_file(major)
+    if data is None:
         out(default)
         return 0
-    try:
-        data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise Exit(1, f"containerd: failed to load TOML from /etc/containerd/config.toml: {e}")
     version = int(data.get("version", 1))
     if major >= 2 and version == 2:
         _migrate_v2_to_v3(data.setdefault("plugins", {}))
-    elif (major >= 2 and version != 3) or (major < 2 and version not in (1, 2)):
-        raise Exit(1, f"containerd: unsupported config version `{version}`")
     elif major < 2 and version == 1:  # 1.x reads version 1 files by their short plugin ids
         data["plugins"] = {("io.containerd.grpc.v1." + k if k == "cri" else k): v
                            for k, v in (data.get("plugins") or {}).items()}
@@ -1175,7 +1178,7 @@ def _cri_error() -> str | None:
                 f"rpc error: code = Unavailable desc = connection error: desc = \"transport: Error while "
                 f"dialing: dial unix /var/run/containerd/containerd.sock: connect: no such file or directory\"")
     try:
-        data = tomllib.loads(Path("/etc/containerd/config.toml").read_text())
+        data = tomllib.loads(CONTAINERD_CONFIG.read_text())
     except (OSError, tomllib.TOMLDecodeError):
         data = {}
     if any(p in ("cri", "io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime")
