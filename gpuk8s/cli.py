@@ -1,15 +1,17 @@
-"""The `gpuk8s` command line: parse options, call the package, render the result.
+"""The `gpuk8s` command line: parse options, call the action, hand the result to the output layer.
 
-Heavy modules (paramiko, Rich tables) are imported inside the commands so `--help` is instant.
-Expected errors (Gpuk8sError) become a message and their exit code here, and only here.
+Heavy modules (paramiko, Rich) are imported inside the commands so `--help` is instant. Errors
+become a message and an exit code in `_boundary`, and only there: an expected error (Gpuk8sError)
+prints its message; anything else is an internal error (exit 70) shown as one redacted line and
+the log path, with a (redacted) traceback only under --debug.
 """
 
 from __future__ import annotations
 
 import sys
-from contextlib import nullcontext
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
 
@@ -27,8 +29,15 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+# Options shared by several commands: defined once.
 InventoryOpt = typer.Option(None, "--inventory", "-i", envvar="GPUK8S_INVENTORY",
                             help="Inventory YAML file (see docs/inventory.md).")
+DebugOpt = typer.Option(False, "--debug", help="Show tracebacks (secrets redacted).")
+ParallelOpt = typer.Option(64, "--parallel", min=1, max=1024, help="Hosts worked on at once.")
+AcceptNewKeysOpt = typer.Option(
+    False, "--accept-new-host-keys",
+    help="Record unknown host keys in known_hosts (like StrictHostKeyChecking=accept-new).")
+HostOpt = typer.Option(None, "--host", help="Only these hosts (repeatable).")
 
 
 def _version(value: bool) -> None:
@@ -45,27 +54,64 @@ def _root(
     """gpuk8s: bare-metal NVIDIA servers to a GPU Kubernetes cluster."""
 
 
-def _fail(e: BaseException, debug: bool) -> "typer.Exit":
-    from gpuk8s import ui
+class _Run:
+    """What the boundary needs to know about a command in flight: its log, for the path and redaction."""
 
-    if isinstance(e, InventoryError) and e.problems:
+    log = None
+
+
+@contextmanager
+def _boundary(debug: bool) -> Iterator[_Run]:
+    """The one place errors become messages and exit codes."""
+    run = _Run()
+    try:
+        yield run
+    except typer.Exit:
+        raise
+    except BaseException as e:  # noqa: BLE001 - the boundary: everything ends here
+        raise _fail(e, debug, run.log) from None
+    finally:
+        if run.log is not None:
+            run.log.close()
+
+
+def _fail(e: BaseException, debug: bool, log) -> typer.Exit:
+    from gpuk8s import ui
+    from gpuk8s.runlog import redact
+
+    def clean(text: str) -> str:
+        return log.redact(text) if log is not None else redact(text)
+
+    if isinstance(e, KeyboardInterrupt):
+        ui.print_error("interrupted")
+        code = EXIT_INTERRUPTED
+    elif isinstance(e, InventoryError) and e.problems:
         n = len(e.problems)
         ui.print_error(f"invalid inventory ({n} problem{'s' if n != 1 else ''}):")
         for p in e.problems:
             ui.err_console.print(f"  {p}", markup=False, highlight=False, soft_wrap=True)
-    elif isinstance(e, KeyboardInterrupt):
-        ui.print_error("interrupted")
-        return typer.Exit(EXIT_INTERRUPTED)
+        code = e.exit_code
+    elif isinstance(e, Gpuk8sError):
+        ui.print_error(clean(str(e)))
+        code = e.exit_code
+    elif isinstance(e, Exception):
+        first = (str(e).strip().splitlines() or [""])[0]
+        ui.print_error(clean(f"internal error: {type(e).__name__}: {first}") +
+                       ("" if debug else " (run again with --debug for the traceback)"))
+        code = EXIT_INTERNAL
     else:
-        ui.print_error(str(e))
+        raise e
+    if log is not None and log.path is not None:
+        ui.err_console.print(f"log (secrets redacted): {log.path}", markup=False, highlight=False)
     if debug:
         import traceback
 
-        traceback.print_exception(e)
-    return typer.Exit(getattr(e, "exit_code", EXIT_INTERNAL))
+        sys.stderr.write(clean("".join(traceback.format_exception(e))))
+    return typer.Exit(code)
 
 
-def _load(inventory: Optional[Path], local: bool, hosts: Optional[List[str]]):
+def _load(inventory: Optional[Path], local: bool = False, hosts: Optional[List[str]] = None):
+    from gpuk8s.actions.base import only_hosts
     from gpuk8s.inventory import load_inventory, local_inventory
 
     if local and inventory is not None:
@@ -78,14 +124,7 @@ def _load(inventory: Optional[Path], local: bool, hosts: Optional[List[str]]):
                          "to check this machine")
     else:
         inv = load_inventory(inventory)
-    if hosts:
-        unknown = [h for h in hosts if h not in {x.name for x in inv.hosts}]
-        if unknown:
-            raise UsageError(f"--host: no such host in {inv.path}: {', '.join(unknown)}")
-        from dataclasses import replace
-
-        inv = replace(inv, hosts=tuple(h for h in inv.hosts if h.name in hosts))
-    return inv
+    return only_hosts(inv, hosts) if hosts else inv
 
 
 @app.command()
@@ -93,38 +132,30 @@ def preflight(
     inventory: Optional[Path] = InventoryOpt,
     local: bool = typer.Option(False, "--local", help="Check this machine (no SSH, no inventory)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
-    host: Optional[List[str]] = typer.Option(None, "--host", help="Only these hosts (repeatable)."),
-    accept_new_host_keys: bool = typer.Option(
-        False, "--accept-new-host-keys",
-        help="Record unknown host keys in known_hosts (like StrictHostKeyChecking=accept-new)."),
-    parallel: int = typer.Option(64, "--parallel", min=1, max=1024, help="Hosts probed at once."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    host: Optional[List[str]] = HostOpt,
+    accept_new_host_keys: bool = AcceptNewKeysOpt,
+    parallel: int = ParallelOpt,
+    debug: bool = DebugOpt,
 ) -> None:
     """Check every host is ready to become a node; change nothing.
 
     Exit codes: 0 ready, 1 failed checks, 3 bad inventory, 4 unreachable hosts.
     """
-    try:
-        from gpuk8s.preflight import run_preflight
+    with _boundary(debug):
+        from gpuk8s.actions.preflight import run_preflight
+        from gpuk8s.phases.base import RunOptions
 
         inv = _load(inventory, local, host)
-        if json_out and not sys.stderr.isatty():
-            progress = nullcontext(None)  # CI and scripts: nothing to show, Rich never imported
-        else:
-            from gpuk8s import ui
-
-            progress = ui.host_progress(len(inv.hosts), "probing hosts", enabled=True)
-        with progress as on_done:
-            report = run_preflight(inv, accept_new_host_keys=accept_new_host_keys,
-                                   parallel=parallel, on_host_done=on_done)
+        quiet = json_out and not sys.stderr.isatty()   # CI and scripts: Rich is never imported
+        progress = None if quiet else _ui().HostProgress()
+        report = run_preflight(inv, RunOptions(accept_new_host_keys=accept_new_host_keys,
+                                               parallel=parallel), progress=progress)
         if json_out:
             from gpuk8s.jsonout import print_json
 
             print_json(report.to_dict())
         else:
-            ui.render_preflight(report)
-    except (Gpuk8sError, KeyboardInterrupt) as e:
-        raise _fail(e, debug) from None
+            _ui().render_preflight(report)
     raise typer.Exit(report.exit_code)
 
 
@@ -137,52 +168,43 @@ def up(
         None, "--ignore", metavar="CHECK_ID", help="Proceed despite this failed preflight check (repeatable)."),
     kubeconfig: Optional[Path] = typer.Option(
         None, "--kubeconfig", help="Where to write the admin kubeconfig [default: ./<cluster>-kubeconfig]."),
-    accept_new_host_keys: bool = typer.Option(False, "--accept-new-host-keys",
-                                              help="Record unknown host keys in known_hosts."),
-    parallel: int = typer.Option(64, "--parallel", min=1, max=1024, help="Hosts worked on at once."),
+    accept_new_host_keys: bool = AcceptNewKeysOpt,
+    parallel: int = ParallelOpt,
     wait_timeout: float = typer.Option(900, "--wait-timeout", min=1,
                                        help="Seconds to wait for Calico and for nodes to be Ready."),
     log_file: Optional[Path] = typer.Option(None, "--log-file", help="Run log (secrets redacted)."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: bool = DebugOpt,
 ) -> None:
     """Take hosts that pass preflight to a running cluster; a re-run changes nothing or resumes.
 
     Exit codes: 0 done, 1 preflight failed (nothing changed), 3 bad inventory, 4 unreachable,
     5 a step failed (the report names host, command and stderr; re-run to resume).
     """
-    from gpuk8s import ui
-    from gpuk8s.phases.base import UpOptions
-    from gpuk8s.runlog import RunLog
+    with _boundary(debug) as run:
+        from gpuk8s.actions.up import run_up
+        from gpuk8s.errors import ActionFailed, PreflightFailed
+        from gpuk8s.phases.base import RunOptions
+        from gpuk8s.runlog import RunLog
 
-    log = None
-    try:
-        from gpuk8s.up import PreflightFailed, UpFailed, run_up
-
-        inv = _load(inventory, False, None)
-        log = RunLog(log_file or RunLog.default_path(inv.cluster.name, "up"))
-        opts = UpOptions(dry_run=dry_run, ignore_checks=tuple(ignore or ()),
-                         accept_new_host_keys=accept_new_host_keys, parallel=parallel,
-                         kubeconfig_path=kubeconfig.resolve() if kubeconfig else None,
-                         wait_timeout=wait_timeout)
+        ui = _ui()
+        inv = _load(inventory)
+        run.log = log = RunLog(log_file or RunLog.default_path(inv.cluster.name, "up"))
+        opts = RunOptions(dry_run=dry_run, ignore_checks=tuple(ignore or ()),
+                          accept_new_host_keys=accept_new_host_keys, parallel=parallel,
+                          kubeconfig_path=kubeconfig.resolve() if kubeconfig else None,
+                          wait_timeout=wait_timeout)
         try:
             report = run_up(inv, opts, log=log, on_phase=ui.phase_printer(), progress=ui.HostProgress())
         except PreflightFailed as e:
             ui.render_preflight(e.report)
             raise
-        except UpFailed as e:
+        except ActionFailed as e:
             ui.render_up(e.report)
             raise typer.Exit(e.exit_code) from None
         ui.render_up(report)
         if report.failed_hosts:
             ui.err_console.print(f"log (secrets redacted): {log.path}")
             raise typer.Exit(EXIT_REMOTE)
-    except (Gpuk8sError, KeyboardInterrupt) as e:
-        if log is not None and log.path is not None:
-            ui.err_console.print(f"log (secrets redacted): {log.path}")
-        raise _fail(e, debug) from None
-    finally:
-        if log is not None:
-            log.close()
 
 
 @app.command()
@@ -191,26 +213,24 @@ def render(
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the files into."),
     os_family: str = typer.Option("debian", "--os-family",
                                   help="Package repository flavour: debian (apt) or rhel (dnf)."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: bool = DebugOpt,
 ) -> None:
     """Write every file gpuk8s would put on a host or apply to the cluster; connect nowhere.
 
     Files land in OUT/<host>/<path on the host> and OUT/cluster/. Tokens, certificate keys and
     the CA hash are obviously-fake placeholders: the real ones are generated at run time.
     """
-    try:
-        from gpuk8s import ui
-        from gpuk8s.render import render_all, write_tree
+    with _boundary(debug):
+        from gpuk8s.actions.render import run_render
 
-        if os_family not in ("debian", "rhel"):
-            raise UsageError(f"--os-family must be debian or rhel, not {os_family!r}")
-        inv = _load(inventory, False, None)
-        written = write_tree(render_all(inv, os_family), out)
-        for p in written:
-            ui.out_console().print(str(p), markup=False, highlight=False)
-        ui.err_console.print(f"wrote {len(written)} files under {out}")
-    except (Gpuk8sError, KeyboardInterrupt) as e:
-        raise _fail(e, debug) from None
+        written = run_render(_load(inventory), os_family, out)
+        _ui().render_written(written, out)
+
+
+def _ui():
+    from gpuk8s import ui
+
+    return ui
 
 
 def main() -> None:

@@ -95,3 +95,55 @@ class ClusterStateError(Gpuk8sError):
     """A host or the cluster is in a state gpuk8s will not repair by itself (e.g. a failed init)."""
 
     exit_code = EXIT_REMOTE
+
+
+class VerificationError(Gpuk8sError):
+    """A step ran, but reading the host back shows it did not take effect."""
+
+    exit_code = EXIT_REMOTE
+
+    def __init__(self, host: str, what: str, found: str, hint: str = ""):
+        self.host, self.what, self.found, self.hint = host, what, found, hint
+        msg = f"{host}: {what}: {found}"
+        super().__init__(f"{msg}\n{hint}" if hint else msg)
+
+
+class WaitTimeout(Gpuk8sError):
+    """Something the run waits for (Calico, nodes Ready) did not happen before the deadline."""
+
+    exit_code = EXIT_REMOTE
+
+
+class PhaseFailed(Gpuk8sError):
+    """One or more hosts failed in a phase; every host's error is listed."""
+
+    exit_code = EXIT_REMOTE
+
+    def __init__(self, phase: str, errors: dict[str, BaseException]):
+        self.phase, self.errors = phase, errors
+        lines = [f"{phase}: {len(errors)} host{'s' if len(errors) != 1 else ''} failed"]
+        for name, e in errors.items():
+            lines.append(f"- {e}" if str(e).startswith(name) else f"- {name}: {e}")
+        super().__init__("\n".join(lines))
+
+
+class PreflightFailed(Gpuk8sError):
+    """Hosts failed checks that the action cannot repair; nothing was changed."""
+
+    exit_code = EXIT_CHECKS_FAILED
+
+    def __init__(self, report: object, blocking: dict[str, list[str]]):
+        self.report, self.blocking = report, blocking
+        lines = ["preflight failed; nothing was changed. Fix these (or pass --ignore CHECK_ID):"]
+        for host, ids in blocking.items():
+            lines.append(f"- {host}: {', '.join(ids)}")
+        super().__init__("\n".join(lines))
+
+
+class ActionFailed(Gpuk8sError):
+    """A phase of an action failed: carries the action's partial report and the cause."""
+
+    def __init__(self, report: object, cause: BaseException, message: str):
+        self.report, self.cause = report, cause
+        self.exit_code = getattr(cause, "exit_code", EXIT_REMOTE)
+        super().__init__(message)

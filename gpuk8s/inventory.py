@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
 import ipaddress
 import math
 import os
@@ -17,10 +19,26 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gpuk8s import versions
 from gpuk8s.errors import InventoryError, Problem
-from gpuk8s.versions import COMMAND_TIMEOUT, DEFAULT_KUBERNETES_MINOR, SSH_CONNECT_TIMEOUT
+from gpuk8s.versions import COMMAND_TIMEOUT, DEFAULT_KUBERNETES_MINOR, SSH_CONNECT_TIMEOUT, Release
 
 ROLE_CONTROL_PLANE = "control-plane"
 ROLE_WORKER = "worker"
+API_SERVER_PORT = 6443          # kube-apiserver's port when the endpoint names none
+
+
+def _usable_ip(text: str | None) -> str | None:
+    """text as a normalised IP, unless it is not one or is loopback/unspecified."""
+    if not text:
+        return None
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return None if ip.is_loopback or ip.is_unspecified else ip.compressed
+
+
+def _join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -77,6 +95,11 @@ class HostSpec:
     def is_worker(self) -> bool:
         return ROLE_WORKER in self.roles
 
+    @property
+    def internal_ip(self) -> str | None:
+        """The IP the kubelet and API server use: node_ip, else the address when it is an IP."""
+        return _usable_ip(self.node_ip) or _usable_ip(self.address)
+
 
 @dataclass(frozen=True)
 class ClusterSpec:
@@ -104,7 +127,7 @@ class ClusterSpec:
             return int(ep.rsplit(":", 1)[1])
         if ep.count(":") == 1:
             return int(ep.rsplit(":", 1)[1])
-        return 6443
+        return API_SERVER_PORT
 
 
 @dataclass(frozen=True)
@@ -170,6 +193,34 @@ class Inventory:
             if h.name == name:
                 return h
         raise KeyError(name)
+
+    @functools.cached_property
+    def release(self) -> Release:
+        """The matrix row for cluster.kubernetes_version with its patch and `versions:` applied.
+
+        Computed once, on first use; the loader has validated every override (with file and
+        line), so only an Inventory built directly with bad values raises UsageError here.
+        """
+        return versions.resolve_release(self.cluster.kubernetes_version,
+                                        **dataclasses.asdict(self.versions))
+
+    @property
+    def control_plane_endpoint(self) -> str:
+        """host:port every node reaches the API on: the inventory's endpoint (port 6443 added
+        when missing), else the first control plane's node IP (its SSH address without one)."""
+        c = self.cluster
+        if c.control_plane_endpoint:
+            return _join_host_port(c.endpoint_host, c.endpoint_port)
+        first = self.first_control_plane
+        return _join_host_port(first.internal_ip or first.address, API_SERVER_PORT)
+
+    def bind_port(self, host: HostSpec) -> int:
+        """6443, unless the endpoint names this very host (no load balancer): then its port."""
+        c = self.cluster
+        if c.control_plane_endpoint and c.endpoint_host in {
+                host.name, host.address, host.node_ip, host.internal_ip}:
+            return c.endpoint_port
+        return API_SERVER_PORT
 
 
 # --------------------------------------------------------------------------------------------
@@ -680,11 +731,18 @@ def _ssh_fields(w: _Walker, node: Node | None, path: str) -> dict[str, Any]:
     return out
 
 
-def _versions(w: _Walker, node: Node | None) -> Versions:
+def _versions(w: _Walker, node: Node | None, release: Release | None) -> Versions:
+    """The overrides, each checked for the cluster's release (None: the cluster is invalid)."""
     f = w.mapping(node, "versions", VERSIONS_KEYS)
     if not f:
         return Versions()
-    kw = {k: w.string(n, f"versions.{k}") for k, n in f.items() if not _is_null(n)}
+    kw: dict[str, str] = {}
+    for key, n in f.items():
+        if _is_null(n):
+            continue
+        path = f"versions.{key}"
+        kw[key] = w.check(n, path, w.string(n, path),
+                          functools.partial(versions.override_error, key, release=release))
     return Versions(**kw) if _ok(*kw.values()) else Versions()
 
 
@@ -942,13 +1000,17 @@ def parse_inventory(text: str, path: str = "<inventory>") -> Inventory:
         raise InventoryError(w.problems)
     key_lines = top.key_lines
     endpoint_given = False
+    before = len(w.problems)
     if "cluster" not in top:
         w.add(1, "cluster", "required section missing (at least cluster.name)")
         cluster, cluster_line = ClusterSpec(name=""), 1
     else:
         cluster, cluster_line, endpoint_given = _cluster(w, top["cluster"], key_lines["cluster"])
+    # The overrides are judged against the cluster's Kubernetes minor when the cluster is valid.
+    release = versions.release_for(cluster.kubernetes_version) if len(w.problems) == before \
+        else None
     ssh_defaults = _ssh_fields(w, top.get("ssh"), "ssh")
-    vers = _versions(w, top.get("versions"))
+    vers = _versions(w, top.get("versions"), release)
     network = _network(w, top.get("network"))
     gpu = _gpu(w, top.get("gpu"))
     drafts = _hosts(w, top.get("hosts"), key_lines.get("hosts") or 1, ssh_defaults)

@@ -20,6 +20,14 @@ _PATTERNS = [
 ]
 
 
+def redact(text: str) -> str:
+    """Mask whatever looks like a secret (tokens, certificate keys, kubeconfig credentials)."""
+    text = _PATTERNS[0].sub(lambda m: m.group(1) + ".***", text)
+    text = _PATTERNS[1].sub(lambda m: m.group(1) + "***", text)
+    text = _PATTERNS[2].sub("***", text)
+    return _PATTERNS[3].sub(lambda m: m.group(1) + "***", text)
+
+
 class RunLog:
     """Append-only log file shared by all host threads; `redact` is applied to everything."""
 
@@ -47,11 +55,7 @@ class RunLog:
     def redact(self, text: str) -> str:
         for s in self._secrets:
             text = text.replace(s, "***")
-        text = _PATTERNS[0].sub(lambda m: m.group(1) + ".***", text)
-        text = _PATTERNS[1].sub(lambda m: m.group(1) + "***", text)
-        text = _PATTERNS[2].sub("***", text)
-        text = _PATTERNS[3].sub(lambda m: m.group(1) + "***", text)
-        return text
+        return redact(text)
 
     def write(self, host: str, message: str) -> None:
         if self._fh is None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
@@ -20,25 +17,6 @@ err_console = Console(stderr=True)
 
 def out_console() -> Console:
     return Console()
-
-
-@contextmanager
-def host_progress(total: int, label: str, enabled: bool = True) -> Iterator:
-    """A transient progress bar on stderr; yields a callback(host name, ok)."""
-    if not enabled or not err_console.is_terminal:
-        yield lambda name, ok: None
-        return
-    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-                  MofNCompleteColumn(), TextColumn("{task.fields[last]}"), TimeElapsedColumn(),
-                  console=err_console, transient=True) as progress:
-        task = progress.add_task(label, total=total, last="")
-
-        def done(name: str, ok: bool) -> None:
-            mark = "[green]✓[/]" if ok else "[red]✗[/]"
-            progress.update(task, advance=1, last=f"{mark} {escape(name)}")
-
-        yield done
-
 
 
 def _host_summary(h) -> str:
@@ -119,6 +97,14 @@ def summary_line(report) -> Text:
                 f"{warns} warning{'s' if warns != 1 else ''}", style=style)
 
 
+def render_written(paths, out) -> None:
+    """`render`: every file written (stdout), then a count (stderr)."""
+    console = out_console()
+    for p in paths:
+        console.print(str(p), markup=False, highlight=False)
+    err_console.print(f"wrote {len(paths)} files under {out}", markup=False, highlight=False)
+
+
 def print_error(message: str) -> None:
     err_console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
 
@@ -154,9 +140,9 @@ def render_plan(plan, console: Console | None = None) -> None:
             body.append("• " + c.description + "\n", style="bold")
             for cmd in c.commands:
                 body.append(f"    $ {cmd}\n", style="cyan")
-            for path, content, mode in c.files:
-                body.append(f"    write {path} (mode {mode:04o}):\n", style="cyan")
-                for line in content.rstrip("\n").splitlines():
+            for f in c.files:
+                body.append(f"    write {f.path} (mode {f.mode:04o}):\n", style="cyan")
+                for line in f.masked().rstrip("\n").splitlines():
                     body.append(f"      | {line}\n", style="dim")
         body.rstrip()
         console.print(Panel(body, title=f"{host}: would change", title_align="left", border_style="yellow"))
@@ -173,6 +159,8 @@ def render_up(report, console: Console | None = None) -> None:
     for p in report.phases:
         if p.error:
             res = Text("failed", style="bold red")
+        elif p.skipped:
+            res = Text("not needed", style="dim")
         elif p.changes:
             verb = "would change" if report.dry_run else "changed"
             res = Text(f"{verb} {len(p.changes)}", style="yellow")
@@ -202,7 +190,7 @@ def render_up(report, console: Console | None = None) -> None:
 
 
 class HostProgress:
-    """Per-host progress inside a parallel phase of `up` (a transient bar on a terminal)."""
+    """Per-host progress inside a parallel phase (a transient bar on stderr, on a terminal only)."""
 
     def __init__(self, console: Console | None = None):
         self.console = console or err_console

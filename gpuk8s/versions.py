@@ -2,13 +2,19 @@
 
 Sources (see ../shared/docs/DOMAIN.md section 1): Kubernetes release notes (containerd 2.0 is
 required from 1.36; cgroup v1 refused by default from 1.35), Calico system requirements, GPU
-Operator platform support. The inventory's `versions:` block overrides any default here.
+Operator platform support. The inventory's `versions:` block overrides any default here
+(`resolve_release`, applied once when the inventory loads).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
+
+from gpuk8s.errors import UsageError
+
+CUDA_SMOKE_IMAGE = "nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0-ubuntu22.04"
 
 
 @dataclass(frozen=True)
@@ -16,14 +22,24 @@ class Release:
     """What gpuk8s installs and accepts for one Kubernetes minor."""
 
     minor: str                   # "1.36"
-    patch: str                   # default exact patch installed: "1.36.2"
+    patch: str                   # exact patch installed: "1.36.2" (or the inventory's patch)
     containerd_min: str          # oldest containerd accepted ("2.0" from 1.36)
-    containerd_default: str      # containerd minor installed by default
+    containerd: str              # containerd `up` installs: matrix default or versions.containerd
     kubeadm_api: str             # kubeadm config API version
     calico: str                  # Calico (tigera-operator) release
     gpu_operator: str            # NVIDIA GPU Operator chart version
     pause_image: str             # sandbox image kubeadm expects
     cgroup_v1_allowed: bool      # kubelet refuses cgroup v1 by default from 1.35
+    cuda_image: str = CUDA_SMOKE_IMAGE   # image of the CUDA smoke-test pod
+    containerd_pinned: bool = False      # versions.containerd given: installed must match it
+
+    def accepts_containerd(self, installed: str | None) -> bool:
+        """An installed containerd is new enough and, when pinned, matches the pinned prefix."""
+        have = parse_version(installed)
+        if have is None or have < (parse_version(self.containerd_min) or ()):
+            return False
+        return not self.containerd_pinned or installed == self.containerd or \
+            installed.startswith(self.containerd + ".")
 
 
 # Newest first. Every combination here is inside the published support tables.
@@ -43,7 +59,7 @@ MATRIX: dict[str, Release] = {
 
 DEFAULT_KUBERNETES_MINOR = next(iter(MATRIX))
 HELM_MIN = "3.12"
-CUDA_SMOKE_IMAGE = "nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0-ubuntu22.04"
+CALICO_OLDEST = (3, 26)          # the manifests gpuk8s applies start at 3.26
 
 # Hardware minimums kubeadm enforces on control planes (cmd/kubeadm/app/constants).
 CONTROL_PLANE_MIN_CPUS = 2
@@ -102,3 +118,147 @@ def release_for(kubernetes_version: str) -> Release | None:
 
 def supported_minors() -> list[str]:
     return list(MATRIX)
+
+
+# --------------------------------------------------------------------------------------------
+# The inventory's `versions:` overrides: validated at load (with file and line), applied once
+# --------------------------------------------------------------------------------------------
+
+_IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
+_CALICO_RE = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
+_GPU_OPERATOR_RE = re.compile(r"v?\d+\.\d+\.\d+(?:-[0-9A-Za-z.]+)?")
+_CONTAINERD_RE = re.compile(r"v?\d+\.\d+(?:\.\d+)?")
+
+
+def calico_release(text: str) -> tuple[int, int, int] | None:
+    """'v3.31.3' or '3.31.3' -> (3, 31, 3); None when it is not a Calico release number."""
+    m = _CALICO_RE.fullmatch(text.strip())
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def _image_error(value: str, example: str) -> str | None:
+    if _IMAGE_RE.fullmatch(value):
+        return None
+    return f"'{value}' is not an image reference like {example}"
+
+
+def _calico_error(value: str) -> str | None:
+    v = calico_release(value)
+    if v is None:
+        return f"'{value}' is not a Calico release like 3.31.3"
+    if v[:2] < CALICO_OLDEST:
+        return (f"Calico {value} is older than {CALICO_OLDEST[0]}.{CALICO_OLDEST[1]}, "
+                "the oldest gpuk8s installs")
+    return None
+
+
+def _gpu_operator_error(value: str) -> str | None:
+    if _GPU_OPERATOR_RE.fullmatch(value):
+        return None
+    return f"'{value}' is not a GPU Operator chart version like v26.7.0"
+
+
+def _containerd_error(value: str, release: Release | None) -> str | None:
+    if not _CONTAINERD_RE.fullmatch(value):
+        return f"'{value}' is not a containerd version like 2.1 or 1.7.27"
+    if release is None:
+        return None
+    have, need = parse_version(value), parse_version(release.containerd_min)
+    if need is not None and have[:2] < need[:2]:
+        return (f"containerd {value} is too old for Kubernetes {release.minor}: it needs "
+                f"containerd {release.containerd_min} or newer")
+    return None
+
+
+def override_error(key: str, value: str, release: Release | None = None) -> str | None:
+    """Why `versions.<key>: value` cannot be used, or None; release None skips the minimums
+    that depend on the Kubernetes minor (containerd's)."""
+    if key == "containerd":
+        return _containerd_error(value, release)
+    if key == "calico":
+        return _calico_error(value)
+    if key == "gpu_operator":
+        return _gpu_operator_error(value)
+    if key == "pause_image":
+        return _image_error(value, "registry.k8s.io/pause:3.10")
+    if key == "cuda_image":
+        return _image_error(value, CUDA_SMOKE_IMAGE)
+    raise KeyError(key)
+
+
+def _normalized(key: str, value: str) -> str:
+    """Version numbers without a leading 'v' (containerd, Calico); images as given."""
+    return value.strip().lstrip("v") if key in ("containerd", "calico") else value
+
+
+def resolve_release(kubernetes_version: str, **overrides: str | None) -> Release:
+    """The matrix row for a Kubernetes minor or patch, with that patch and every override applied.
+
+    overrides are the inventory's `versions:` keys (containerd, calico, gpu_operator, cuda_image,
+    pause_image); None or "" leaves the matrix value.
+    """
+    release = release_for(kubernetes_version)
+    if release is None:
+        raise UsageError(f"Kubernetes {kubernetes_version} is not supported by this gpuk8s; "
+                         f"supported minors: {', '.join(supported_minors())}")
+    given = {k: v for k, v in overrides.items() if v}
+    problems = [f"versions.{k}: {err}" for k, v in given.items()
+                if (err := override_error(k, v, release))]
+    if problems:
+        raise UsageError("\n".join(problems))
+    changes: dict[str, object] = {k: _normalized(k, v) for k, v in given.items()}
+    v = parse_version(kubernetes_version)
+    if v is not None and len(v) >= 3:
+        changes["patch"] = f"{v[0]}.{v[1]}.{v[2]}"
+    if "containerd" in given:
+        changes["containerd_pinned"] = True
+    return dataclasses.replace(release, **changes) if changes else release
+
+
+# --------------------------------------------------------------------------------------------
+# containerd's configuration file: its version per release, and where CRI lives in each version
+# --------------------------------------------------------------------------------------------
+
+# The config version `containerd config default` writes, by first release: containerd 1.x writes
+# version 2 (cmd/containerd/command/config.go, v1.7.27); from 2.0 it writes the ConfigVersion
+# constant of version/version.go: 3 in v2.0.0 to v2.2.x, 4 from v2.3.0. Version 4 moved the
+# server settings ([grpc], [ttrpc], [debug] address, [metrics]) into the io.containerd.server.v1.*
+# plugins (serviceMigrate in cmd/containerd/server/config/config.go, v2.3.0); the CRI tables kept
+# their ids and layout.
+_NATIVE_CONFIG_VERSIONS = (((2, 3), 4), ((2, 0), 3), ((1, 0), 2))
+
+
+def native_config_version(containerd_version: str) -> int:
+    """The config version this containerd writes by default: 2 for 1.x, 3 for 2.0-2.2, 4 after."""
+    v = parse_version(containerd_version)
+    if v is None:
+        raise UsageError(f"containerd version '{containerd_version}' is not a version like 2.1.4")
+    for first, config_version in _NATIVE_CONFIG_VERSIONS:
+        if v[:2] >= first:
+            return config_version
+    raise UsageError(f"containerd {containerd_version} is too old")
+
+
+@dataclass(frozen=True)
+class CRIPlugins:
+    """Where one containerd config version keeps the CRI settings gpuk8s reads and edits."""
+
+    runtime: str                      # table with containerd.runtimes.runc.options and cni
+    images: str                       # table with the sandbox (pause) image
+    sandbox_image: tuple[str, ...]    # key path of the sandbox image inside `images`
+
+
+CRI_V1 = CRIPlugins("cri", "cri", ("sandbox_image",))            # version 1: short ids
+CRI_V2 = CRIPlugins("io.containerd.grpc.v1.cri", "io.containerd.grpc.v1.cri", ("sandbox_image",))
+# containerd 2.x split CRI into a runtime and an images plugin (config versions 3 and 4).
+CRI_V3 = CRIPlugins("io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images",
+                    ("pinned_images", "sandbox"))
+CRI_BY_CONFIG_VERSION: dict[int, CRIPlugins] = {1: CRI_V1, 2: CRI_V2, 3: CRI_V3, 4: CRI_V3}
+# Every id that turns CRI off when listed in disabled_plugins.
+CRI_PLUGIN_IDS = ("cri", CRI_V2.runtime, CRI_V3.runtime, CRI_V3.images)
+
+
+def cri_plugins(config_version: int) -> CRIPlugins:
+    """The CRI plugin ids of a config version (0 or missing is 1; newer than known: the newest)."""
+    newest = max(CRI_BY_CONFIG_VERSION)
+    return CRI_BY_CONFIG_VERSION[min(max(config_version, 1), newest)]

@@ -1,49 +1,54 @@
-"""What every phase of `up` shares: the run context and the phase manager."""
+"""What every phase shares: run options, what the run discovers, the context, and the manager.
+
+A command is an ordered list of phases (gpuk8s/actions/). The manager runs them in order, skips
+those that say they need not run, stops at the first that fails, and then, on every exit path
+(success, failure, Ctrl-C, an internal error), runs the cleanups of the phases that started.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from gpuk8s.errors import Gpuk8sError, RemoteCommandError, TransportError
-from gpuk8s.facts import Facts
-from gpuk8s.hostops import Gate, HostOps
-from gpuk8s.inventory import HostSpec, Inventory
-from gpuk8s.render import ClusterSecrets
-from gpuk8s.runlog import RunLog
-from gpuk8s.runner import for_each_host
-from gpuk8s.shell import Cmd
-from gpuk8s.versions import Release
+from gpuk8s.errors import EXIT_REMOTE, Gpuk8sError, PhaseFailed
+from gpuk8s.gate import Gate
+from gpuk8s.runner import DEFAULT_PARALLEL, for_each_host
 
-ADMIN_CONF = "/etc/kubernetes/admin.conf"
-KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
-CA_CERT = "/etc/kubernetes/pki/ca.crt"
+if TYPE_CHECKING:
+    from gpuk8s.facts.cluster import ClusterFacts
+    from gpuk8s.host import Host
+    from gpuk8s.inventory import Inventory
+    from gpuk8s.render import ClusterSecrets
+    from gpuk8s.runlog import RunLog
+    from gpuk8s.versions import Release
 
 
-class PhaseFailed(Gpuk8sError):
-    """One or more hosts failed in a phase; every host's error is listed."""
+@dataclass(frozen=True)
+class RunOptions:
+    """What the user asked for; the same for every phase of a run."""
 
-    exit_code = RemoteCommandError.exit_code
-
-    def __init__(self, phase: str, errors: dict[str, BaseException]):
-        self.phase, self.errors = phase, errors
-        lines = [f"{phase}: {len(errors)} host{'s' if len(errors) != 1 else ''} failed"]
-        for name, e in errors.items():
-            lines.append(f"- {e}" if str(e).startswith(name) else f"- {name}: {e}")
-        super().__init__("\n".join(lines))
-
-
-@dataclass
-class UpOptions:
     dry_run: bool = False
     ignore_checks: tuple[str, ...] = ()
     accept_new_host_keys: bool = False
-    parallel: int = 64
+    parallel: int = DEFAULT_PARALLEL
     kubeconfig_path: Path | None = None
     wait_timeout: float = 900.0
     poll_interval: float = 3.0
+
+
+@dataclass
+class RunState:
+    """What the run discovers about the cluster as it goes (never set by the user)."""
+
+    preflight: Any = None                  # the checked report (phases/preflight.PreflightReport)
+    ignored: dict[str, list[str]] = field(default_factory=dict)  # failed checks let through
+    token_in_use: bool = False             # this run's bootstrap token exists on the cluster
+    cluster: ClusterFacts | None = None   # the API server's view, once there is one
+    kubeconfig: Path | None = None         # where the admin kubeconfig was written
+    artifacts: list[Any] = field(default_factory=list)  # rendered files (render)
+    written: list[Path] = field(default_factory=list)   # files written locally (render)
 
 
 @dataclass
@@ -51,58 +56,43 @@ class Context:
     """Everything a phase needs; phases keep no state of their own."""
 
     inventory: Inventory
-    release: Release
-    options: UpOptions
+    options: RunOptions
     gate: Gate
     log: RunLog
-    secrets: ClusterSecrets
-    transports: dict
-    facts: dict[str, Facts]
-    refresh: Callable[[Iterable[str]], None]
-    failed_hosts: dict[str, str] = field(default_factory=dict)
-    token_in_use: bool = False
-    progress: object | None = None   # start(title, total) / done(host, ok) / stop(): per-host progress
-    calico_crds: bool | None = None   # Calico's CRDs exist on the cluster (None: not known yet)
-    _ops: dict[str, HostOps] = field(default_factory=dict)
-    _cache: dict[str, tuple[int, Any]] = field(default_factory=dict)  # key -> (changes made, value)
+    hosts: list[Host]
+    secrets: ClusterSecrets | None = None
+    open_transport: Callable[..., Any] | None = None
+    progress: Any = None   # start(title, total) / done(host, ok) / stop(): per-host progress
+    state: RunState = field(default_factory=RunState)
 
-    def cached(self, key: str, fetch: Callable[[], Any]) -> Any:
-        """A read of the cluster, done again only after something changed."""
-        mark = len(self.gate.plan.changes)
-        hit = self._cache.get(key)
-        if hit is None or hit[0] != mark:
-            hit = self._cache[key] = (mark, fetch())
-        return hit[1]
+    @property
+    def release(self) -> Release:
+        return self.inventory.release
 
     @property
     def dry_run(self) -> bool:
         return self.gate.dry_run
 
+    def host(self, name: str) -> Host:
+        return next(h for h in self.hosts if h.name == name)
+
     @property
-    def first_cp(self) -> HostSpec:
-        return self.inventory.first_control_plane
+    def first_cp(self) -> Host:
+        return self.host(self.inventory.first_control_plane.name)
 
-    def ops(self, name: str) -> HostOps:
-        if name not in self._ops:
-            self._ops[name] = HostOps(name, self.transports[name], self.gate, self.log,
-                                      facts_of=lambda: self.facts.get(name))
-        return self._ops[name]
+    def live(self, hosts: Iterable[Host] | None = None) -> list[Host]:
+        """The hosts (all by default) that no phase has failed on."""
+        return [h for h in (self.hosts if hosts is None else hosts) if h.failed is None]
 
-    def live_hosts(self, hosts: Iterable[HostSpec]) -> list[HostSpec]:
-        return [h for h in hosts if h.name not in self.failed_hosts]
+    @property
+    def failed_hosts(self) -> dict[str, str]:
+        return {h.name: h.failed for h in self.hosts if h.failed is not None}
 
-    def has_file(self, host: str, path: str) -> bool:
-        return path in self.facts[host].kubernetes_files
-
-    def kubectl(self, *args: str) -> Cmd:
-        """kubectl on the first control plane, with the admin kubeconfig."""
-        return Cmd("kubectl", "--kubeconfig", ADMIN_CONF, *args)
-
-    def parallel(self, hosts: Iterable[HostSpec], fn: Callable[[HostSpec], object],
-                 phase: str, *, fatal: bool = True) -> dict[str, object]:
+    def parallel(self, hosts: Iterable[Host], fn: Callable[[Host], object], phase: str, *,
+                 fatal: bool = True) -> dict[str, object]:
         """Run fn on hosts in parallel; every host finishes; failures are collected.
 
-        fatal=False records failed hosts (later phases skip them) and lets the run go on.
+        fatal=False marks failed hosts (later phases skip them) and lets the run go on.
         """
         hosts = list(hosts)
         bar = self.progress
@@ -120,8 +110,13 @@ class Context:
         if errors and fatal:
             raise PhaseFailed(phase, errors)  # type: ignore[arg-type]
         for n, e in errors.items():
-            self.failed_hosts[n] = f"{phase}: {self.log.redact(str(e))}"
+            self.host(n).failed = f"{phase}: {self.log.redact(str(e))}"
         return {n: o.value for n, o in outcomes.items() if o.ok}
+
+    def cluster_changed(self) -> None:
+        """A phase changed the cluster: what was read of it must be read again."""
+        if not self.dry_run and self.state.cluster is not None:
+            self.state.cluster.invalidate()
 
 
 @dataclass
@@ -131,6 +126,7 @@ class PhaseResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None
+    skipped: bool = False
 
     @property
     def changed(self) -> bool:
@@ -138,40 +134,20 @@ class PhaseResult:
 
 
 class Phase:
-    """A step of `up`: idempotent, deciding from facts; returns what it changed."""
+    """One step of an action: idempotent, deciding from facts; returns what it did."""
 
     title = "phase"
+    cleanup_title = ""   # set by phases that have a cleanup
+
+    def applies(self, ctx: Context) -> bool:
+        """Whether the phase has anything to do in this run."""
+        return True
 
     def run(self, ctx: Context) -> PhaseResult:  # pragma: no cover - interface
         raise NotImplementedError
 
-
-def run_phases(ctx: Context, phases: list[Phase],
-               on_phase: Callable[[str, PhaseResult | None], None] | None = None) -> list[PhaseResult]:
-    """Run phases in order; stop at the first failing one (a re-run resumes from the facts)."""
-    results = []
-    for phase in phases:
-        if on_phase:
-            on_phase(phase.title, None)
-        start = time.monotonic()
-        before = len(ctx.gate.plan.changes)
-        try:
-            res = phase.run(ctx)
-        except (Gpuk8sError, TransportError) as e:
-            res = PhaseResult(phase.title, error=ctx.log.redact(str(e)))
-            res.seconds = time.monotonic() - start
-            results.append(res)
-            ctx.log.write("-", f"phase {phase.title} failed: {e}")
-            if on_phase:
-                on_phase(phase.title, res)
-            raise PhaseAborted(results, e) from None
-        res.seconds = time.monotonic() - start
-        res.changes = [f"{c.host}: {c.description}" for c in ctx.gate.plan.changes[before:]]
-        ctx.log.write("-", f"phase {phase.title}: {len(res.changes)} changes in {res.seconds:.1f}s")
-        results.append(res)
-        if on_phase:
-            on_phase(phase.title, res)
-    return results
+    def cleanup(self, ctx: Context) -> None:
+        """Runs at the end of every run in which this phase started, however the run ended."""
 
 
 class PhaseAborted(Gpuk8sError):
@@ -179,5 +155,72 @@ class PhaseAborted(Gpuk8sError):
 
     def __init__(self, results: list[PhaseResult], cause: BaseException):
         self.results, self.cause = results, cause
-        self.exit_code = getattr(cause, "exit_code", RemoteCommandError.exit_code)
+        self.exit_code = getattr(cause, "exit_code", EXIT_REMOTE)
         super().__init__(str(cause))
+
+
+def run_phases(ctx: Context, phases: list[Phase],
+               on_phase: Callable[[str, PhaseResult | None], None] | None = None) -> list[PhaseResult]:
+    """Run phases in order; stop at the first failing one (a re-run resumes from the facts).
+
+    Cleanups of the phases that started run last, in reverse order, on every exit path; their
+    results are appended. A Gpuk8sError becomes PhaseAborted; anything else (KeyboardInterrupt,
+    an internal error) propagates unchanged after the cleanups.
+    """
+    results: list[PhaseResult] = []
+    started: list[Phase] = []
+    aborted: PhaseAborted | None = None
+    try:
+        for phase in phases:
+            if not phase.applies(ctx):
+                results.append(PhaseResult(phase.title, skipped=True))
+                continue
+            started.append(phase)
+            try:
+                results.append(_run_one(ctx, phase.run, phase.title, on_phase))
+            except PhaseAborted as e:
+                results.extend(e.results)
+                aborted = e
+                break
+    finally:
+        for phase in reversed(started):
+            if type(phase).cleanup is not Phase.cleanup:
+                results.append(_cleanup(ctx, phase, on_phase))
+    if aborted is not None:
+        raise PhaseAborted(results, aborted.cause)
+    return results
+
+
+def _run_one(ctx: Context, fn: Callable[[Context], PhaseResult | None], title: str,
+             on_phase: Callable[[str, PhaseResult | None], None] | None) -> PhaseResult:
+    if on_phase:
+        on_phase(title, None)
+    start = time.monotonic()
+    before = len(ctx.gate.plan.changes)
+    try:
+        res = fn(ctx) or PhaseResult(title)
+    except Gpuk8sError as e:
+        res = PhaseResult(title, error=ctx.log.redact(str(e)), seconds=time.monotonic() - start)
+        ctx.log.write("-", f"phase {title} failed: {e}")
+        if on_phase:
+            on_phase(title, res)
+        raise PhaseAborted([res], e) from None
+    res.seconds = time.monotonic() - start
+    res.changes = [f"{c.host}: {c.description}" for c in ctx.gate.plan.changes[before:]]
+    ctx.log.write("-", f"phase {title}: {len(res.changes)} changes in {res.seconds:.1f}s")
+    if on_phase:
+        on_phase(title, res)
+    return res
+
+
+def _cleanup(ctx: Context, phase: Phase,
+             on_phase: Callable[[str, PhaseResult | None], None] | None) -> PhaseResult:
+    """A cleanup never hides the run's own outcome: its failure is logged and reported."""
+    title = phase.cleanup_title or f"clean up after {phase.title}"
+    try:
+        return _run_one(ctx, phase.cleanup, title, on_phase)
+    except PhaseAborted as e:
+        return e.results[0]
+    except Exception as e:  # noqa: BLE001 - the cleanup of one phase must not stop the others
+        ctx.log.write("-", f"{title} failed: {type(e).__name__}: {e}")
+        return PhaseResult(title, error=ctx.log.redact(f"{type(e).__name__}: {e}"))

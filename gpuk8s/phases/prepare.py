@@ -6,35 +6,30 @@ prepared host changes nothing. Hosts are prepared in parallel.
 
 from __future__ import annotations
 
-from gpuk8s.checks import missing_binaries, os_family, packages_for
-from gpuk8s.errors import RemoteCommandError, UsageError
+from gpuk8s.errors import UsageError, VerificationError
 from gpuk8s.facts import parse_containerd_config, parse_containerd_version
-from gpuk8s.inventory import HostSpec
+from gpuk8s.host import Host
+from gpuk8s.packages import missing_binaries, os_family, packages_for
+from gpuk8s.paths import APT_KEYRINGS, DOCKER_APT_KEYRING, FSTAB, K8S_APT_KEYRING, SELINUX_CONFIG
 from gpuk8s.phases.base import Context, Phase, PhaseResult
-from gpuk8s.render import (RenderedFile, containerd_config_file, kubernetes_patch, modules_file,
-                           native_config_version, package_key_url, package_repo_file,
-                           render_template, shipped_containerd_default, sysctl_file)
+from gpuk8s.phases.preflight import refresh
+from gpuk8s.render import (containerd_config_file, docker_key_url, docker_repo_file, modules_file,
+                           networkmanager_calico_file, package_key_url, package_repo_file, sysctl_file)
+from gpuk8s.render.placeholders import containerd_default
 from gpuk8s.shell import Cmd
-from gpuk8s.versions import parse_version
+from gpuk8s.versions import native_config_version
 
-APT_KEYRINGS = "/etc/apt/keyrings"
-K8S_KEYRING = "/etc/apt/keyrings/kubernetes-apt-keyring.gpg"
-DOCKER_KEYRING = "/etc/apt/keyrings/docker.asc"
 SYSCTLS = ("net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables",
            "net.bridge.bridge-nf-call-ip6tables")
 KUBE_PACKAGES = ("kubelet", "kubeadm", "kubectl")
-NM_CALICO_CONF = "/etc/NetworkManager/conf.d/calico.conf"
+# setenforce now, and SELINUX=permissive in $1 when the file exists (the path is an argument).
+_SELINUX_PERMISSIVE = 'setenforce 0 && { [ ! -f "$1" ] || sed -i "s/^SELINUX=enforcing$/SELINUX=permissive/" "$1"; }'
 
 
 def _fstab_swap_sed() -> Cmd:
     # Comment out every active swap line; keep a backup next to it.
     return Cmd("sed", "-i.gpuk8s.bak", "-E", r"/^[^#[:space:]]\S*[[:space:]]+\S+[[:space:]]+swap[[:space:]]/s/^/# disabled by gpuk8s: /",
-               "/etc/fstab")
-
-
-def wanted_containerd(ctx: Context) -> str:
-    """The containerd version (prefix) to install: the inventory's override or the matrix default."""
-    return ctx.inventory.versions.containerd or ctx.release.containerd_default
+               FSTAB)
 
 
 def version_pattern(want: str, sep: str) -> str:
@@ -42,25 +37,14 @@ def version_pattern(want: str, sep: str) -> str:
     return f"{want}.*" if want.count(".") < 2 else f"{want}{sep}*"
 
 
-def containerd_ok(installed: str | None, ctx: Context) -> bool:
-    """Installed containerd satisfies the matrix minimum (and the override's prefix, if any)."""
-    if not installed:
-        return False
-    have = parse_version(installed) or ()
-    if have < (parse_version(ctx.release.containerd_min) or ()):
-        return False
-    override = ctx.inventory.versions.containerd
-    return not override or installed == override or installed.startswith(override + ".")
-
-
 class PrepareHosts(Phase):
     title = "prepare hosts"
 
     def run(self, ctx: Context) -> PhaseResult:
-        ctx.parallel(ctx.live_hosts(ctx.inventory.hosts), lambda h: prepare_host(ctx, h), self.title)
+        ctx.parallel(ctx.live(), lambda h: prepare_host(ctx, h), self.title)
         changed = {c.host for c in ctx.gate.plan.changes}
         if not ctx.dry_run and changed:
-            ctx.refresh([h.name for h in ctx.inventory.hosts if h.name in changed])
+            refresh(ctx, [h for h in ctx.hosts if h.name in changed])
         return PhaseResult(self.title)
 
 
@@ -72,9 +56,8 @@ def _chain(cmds: list[Cmd]) -> Cmd:
     return out
 
 
-def prepare_host(ctx: Context, host: HostSpec) -> None:
-    f = ctx.facts[host.name]
-    ops = ctx.ops(host.name)
+def prepare_host(ctx: Context, host: Host) -> None:
+    f = host.facts
     family = os_family(f)
     if family is None:
         raise UsageError(f"{host.name}: cannot tell the package manager of {f.os.pretty_name or 'this OS'}")
@@ -84,40 +67,38 @@ def prepare_host(ctx: Context, host: HostSpec) -> None:
         ([_fstab_swap_sed()] if f.swap_fstab_entries else []) + \
         [Cmd("systemctl", "mask", unit) for unit in f.swap_units]
     if swap:
-        ops.change("turn swap off now and after reboot (fstab, swap units)", _chain(swap))
+        host.change("turn swap off now and after reboot (fstab, swap units)", _chain(swap))
 
     # Kernel modules and sysctls, persisted and applied.
-    ops.put_file(modules_file(host.name))
+    host.put_file(modules_file(host.name))
     load = [Cmd("modprobe", m) for m, loaded in (("overlay", f.overlay_available),
                                                  ("br_netfilter", f.br_netfilter_loaded)) if not loaded]
     if load:
-        ops.change("load " + " and ".join(c.masked().split()[-1] for c in load), _chain(load))
-    sysctl_changed = ops.put_file(sysctl_file(ctx.inventory, host.name))
+        host.change("load " + " and ".join(c.masked().split()[-1] for c in load), _chain(load))
+    sysctl_changed = host.put_file(sysctl_file(ctx.inventory, host.name))
     if sysctl_changed or any(f.sysctls.get(k) != "1" for k in SYSCTLS):
-        ops.change("apply sysctls", Cmd("sysctl", "--system"))
+        host.change("apply sysctls", Cmd("sysctl", "--system"))
 
     # RHEL family: SELinux permissive (kubeadm's containers; the GPU Operator needs it not
     # disabled), persisted in /etc/selinux/config.
     if family == "rhel" and f.selinux_enforcing:
-        ops.change("set SELinux to permissive (now and after reboot)", Cmd(
-            "sh", "-c", 'setenforce 0 && { [ ! -f "$1" ] || sed -i "s/^SELINUX=enforcing$/SELINUX=permissive/" "$1"; }',
-            "gpuk8s-selinux", "/etc/selinux/config"))
+        host.change("set SELinux to permissive (now and after reboot)",
+                    Cmd("sh", "-c", _SELINUX_PERMISSIVE, "gpuk8s-selinux", SELINUX_CONFIG))
     # NetworkManager must not manage Calico's interfaces.
     if f.service_active("NetworkManager"):
-        ops.put_file(RenderedFile(NM_CALICO_CONF, render_template("host/calico-networkmanager.conf.j2"),
-                                  host=host.name), "keep NetworkManager off Calico's interfaces")
+        host.put_file(networkmanager_calico_file(host.name), "keep NetworkManager off Calico's interfaces")
 
     install_prerequisites(ctx, host, family)
     install_packages(ctx, host, family)
     configure_containerd(ctx, host)
     if f.services.get("kubelet", {}).get("enabled") != "enabled":
-        ops.change("enable kubelet", Cmd("systemctl", "enable", "kubelet"))
+        host.change("enable kubelet", Cmd("systemctl", "enable", "kubelet"))
 
 
-def install_prerequisites(ctx: Context, host: HostSpec, family: str) -> None:
+def install_prerequisites(ctx: Context, host: Host, family: str) -> None:
     """The tools kubeadm's preflight looks for (ip, iptables, conntrack, socat, ...) and, on apt
     systems that will fetch repository keys, curl and gpg: one package transaction."""
-    f = ctx.facts[host.name]
+    f = host.facts
     if family != "debian" and _needs_packages(ctx, host):
         return  # dnf needs no curl for repository keys: they join the main package transaction
     pkgs = packages_for(family, missing_binaries(f))
@@ -128,13 +109,13 @@ def install_prerequisites(ctx: Context, host: HostSpec, family: str) -> None:
     pkgs = list(dict.fromkeys(pkgs))
     cmd = (Cmd("apt-get", "update", "-qq").then("&&", Cmd("apt-get", "install", "-y", "-qq", *pkgs))
            if family == "debian" else Cmd("dnf", "install", "-y", *pkgs))
-    ctx.ops(host.name).change(f"install {', '.join(pkgs)}", cmd, timeout=900)
+    host.change(f"install {', '.join(pkgs)}", cmd, timeout=900)
 
 
-def _needs_packages(ctx: Context, host: HostSpec) -> bool:
-    f = ctx.facts[host.name]
-    patch = kubernetes_patch(ctx.inventory, ctx.release)
-    return not containerd_ok(f.containerd_version, ctx) or \
+def _needs_packages(ctx: Context, host: Host) -> bool:
+    f = host.facts
+    patch = ctx.release.patch
+    return not ctx.release.accepts_containerd(f.containerd_version) or \
         (f.kubeadm_version, f.kubelet_version, f.kubectl_version) != (patch, patch, patch)
 
 
@@ -143,17 +124,15 @@ def _apt_install(*packages: str) -> Cmd:
                "--allow-change-held-packages", *packages)
 
 
-def install_packages(ctx: Context, host: HostSpec, family: str) -> None:
+def install_packages(ctx: Context, host: Host, family: str) -> None:
     """containerd (Docker's repository) and kubelet/kubeadm/kubectl (pkgs.k8s.io) in the versions
     the matrix wants: repositories first, then one package transaction, then the holds."""
-    f = ctx.facts[host.name]
-    ops = ctx.ops(host.name)
-    patch = kubernetes_patch(ctx.inventory, ctx.release)
-    want_ctr = None if containerd_ok(f.containerd_version, ctx) else wanted_containerd(ctx)
+    f = host.facts
+    patch = ctx.release.patch
+    want_ctr = None if ctx.release.accepts_containerd(f.containerd_version) else ctx.release.containerd
     want_kube = (f.kubeadm_version, f.kubelet_version, f.kubectl_version) != (patch, patch, patch)
     if not want_ctr and not want_kube:
         return
-    minor = ctx.release.minor
     what = " and ".join(filter(None, [f"containerd {want_ctr}" if want_ctr else "",
                                       f"kubelet, kubeadm, kubectl {patch}" if want_kube else ""]))
     if family == "debian":
@@ -164,72 +143,65 @@ def install_packages(ctx: Context, host: HostSpec, family: str) -> None:
                 raise UsageError(f"{host.name}: /etc/os-release has no VERSION_CODENAME, so the "
                                  "Docker apt repository for containerd cannot be chosen; install "
                                  "containerd yourself or set versions.containerd to what is installed")
-            keys.append(Cmd("curl", "-fsSL", f"https://download.docker.com/linux/{distro}/gpg",
-                            "-o", DOCKER_KEYRING))
+            keys.append(Cmd("curl", "-fsSL", docker_key_url(distro),
+                            "-o", DOCKER_APT_KEYRING))
         if want_kube:
             keys.append(Cmd("curl", "-fsSL", package_key_url(ctx.release, "debian")).then(
-                "|", Cmd("gpg", "--batch", "--yes", "--dearmor", "-o", K8S_KEYRING)))
-        ops.change("fetch repository keys", _chain(keys))
+                "|", Cmd("gpg", "--batch", "--yes", "--dearmor", "-o", K8S_APT_KEYRING)))
+        host.change("fetch repository keys", _chain(keys))
         if want_ctr:
-            ops.put_file(RenderedFile("/etc/apt/sources.list.d/docker.list", render_template(
-                "packages/docker.list.j2", minor=minor, keyring=DOCKER_KEYRING,
-                repo_url=f"https://download.docker.com/linux/{distro}",
-                codename=f.os.version_codename), host=host.name))
+            host.put_file(docker_repo_file(ctx.release, family, distro, f.os.version_codename, host.name))
         if want_kube:
-            ops.put_file(package_repo_file(ctx.inventory, ctx.release, family, host.name))
+            host.put_file(package_repo_file(ctx.inventory, ctx.release, family, host.name))
         pkgs = ([f"containerd.io={version_pattern(want_ctr, '-')}"] if want_ctr else []) + \
             ([f"{p}={patch}-1.1" for p in KUBE_PACKAGES] if want_kube else [])
         steps = [Cmd("apt-get", "update", "-qq"), _apt_install(*pkgs)]
         if want_kube:
             steps.append(Cmd("apt-mark", "hold", *KUBE_PACKAGES))
-        ops.change(f"install {what}" + (" (held)" if want_kube else ""), _chain(steps), timeout=900)
+        host.change(f"install {what}" + (" (held)" if want_kube else ""), _chain(steps), timeout=900)
     else:
         if want_ctr:
-            ops.put_file(RenderedFile("/etc/yum.repos.d/docker-ce.repo", render_template(
-                "packages/docker-ce.repo.j2", minor=minor,
-                repo_url="https://download.docker.com/linux/rhel/$releasever/$basearch/stable",
-                key_url="https://download.docker.com/linux/rhel/gpg"), host=host.name))
+            host.put_file(docker_repo_file(ctx.release, family, host=host.name))
         if want_kube:
-            ops.put_file(package_repo_file(ctx.inventory, ctx.release, family, host.name))
+            host.put_file(package_repo_file(ctx.inventory, ctx.release, family, host.name))
         pkgs = packages_for(family, missing_binaries(f)) + \
             ([f"containerd.io-{version_pattern(want_ctr, '-')}"] if want_ctr else []) + \
             ([f"{p}-{patch}" for p in KUBE_PACKAGES] if want_kube else [])
         # The repository excludes the Kubernetes packages from routine upgrades (the hold).
-        ops.change(f"install {what}", Cmd("dnf", "install", "-y", *pkgs, "--disableexcludes=kubernetes"),
+        host.change(f"install {what}", Cmd("dnf", "install", "-y", *pkgs, "--disableexcludes=kubernetes"),
                    timeout=900)
     if want_ctr and not ctx.dry_run:
-        version = parse_containerd_version(ops.read(Cmd("containerd", "--version")).stdout)
-        if not containerd_ok(version, ctx):
-            raise RemoteCommandError(host.name, "containerd --version", 0, f"installed {version}",
-                                     f"the repository did not provide containerd {want_ctr}")
-        ctx.facts[host.name].containerd_version = version
+        version = parse_containerd_version(host.read(Cmd("containerd", "--version")).stdout)
+        if not ctx.release.accepts_containerd(version):
+            raise VerificationError(host.name, "after the install, `containerd --version` reports",
+                                    str(version), f"the repository did not provide containerd {want_ctr}")
+        f.containerd_version = version
 
 
-def configure_containerd(ctx: Context, host: HostSpec) -> None:
+def configure_containerd(ctx: Context, host: Host) -> None:
     """The config: generated from the installed binary, edited in its native version, verified."""
-    f = ctx.facts[host.name]
-    ops = ctx.ops(host.name)
-    version = f.containerd_version or wanted_containerd(ctx)
+    f = host.facts
+    version = f.containerd_version or ctx.release.containerd
     active = f.service_active("containerd")
     enabled = f.services.get("containerd", {}).get("enabled") == "enabled"
     if active and enabled and containerd_config_ok(ctx, f, version):
         return  # the facts show a running containerd whose config already meets every requirement
-    if ctx.dry_run and not containerd_ok(f.containerd_version, ctx):
-        default = shipped_containerd_default(version)
+    if ctx.dry_run and not ctx.release.accepts_containerd(f.containerd_version):
+        default = containerd_default(version)
     else:
-        default = ops.read(Cmd("containerd", "config", "default")).stdout
+        default = host.read(Cmd("containerd", "config", "default")).stdout
     cfg = containerd_config_file(ctx.inventory, ctx.release, version, default_toml=default,
                                  host=host.name)
-    changed = ops.put_file(cfg, "write /etc/containerd/config.toml (SystemdCgroup, pause image, CRI on)")
+    changed = host.put_file(cfg, "write /etc/containerd/config.toml (SystemdCgroup, pause image, CRI on)")
     if changed or not active or not enabled:
-        ops.change("enable and restart containerd", Cmd("systemctl", "enable", "containerd").then(
+        host.change("enable and restart containerd", Cmd("systemctl", "enable", "containerd").then(
             "&&", Cmd("systemctl", "restart", "containerd")))
     if not ctx.dry_run:
-        dump = parse_containerd_config(ops.read(Cmd("containerd", "config", "dump")).stdout)
+        dump = parse_containerd_config(host.read(Cmd("containerd", "config", "dump")).stdout)
         if dump.systemd_cgroup is not True or dump.cri_disabled:
-            raise RemoteCommandError(host.name, "containerd config dump", 0,
-                                     "SystemdCgroup is not true in the running configuration",
-                                     "check /etc/containerd/config.toml and its drop-ins")
+            found = "the CRI plugin is disabled" if dump.cri_disabled else "SystemdCgroup is not true"
+            raise VerificationError(host.name, "containerd's running configuration (`containerd config dump`)",
+                                    found, "check /etc/containerd/config.toml and its drop-ins")
 
 
 def containerd_config_ok(ctx: Context, f, version: str) -> bool:

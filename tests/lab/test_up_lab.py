@@ -114,8 +114,8 @@ def test_dry_run_changes_nothing(small, small_inv):
         changing = [ln for ln in invocations(small, n) if not is_read_only(ln)]
         assert changing == [], (n, changing)
         assert small.exec(n, "test -e /etc/containerd/config.toml").returncode != 0
-        assert "swap" in small.read_file(n, "/proc/swaps").split("\n", 1)[1] or \
-            small.read_file(n, "/proc/swaps").count("\n") >= 1
+        # the bare hosts' swap is still on: /proc/swaps lists a device after its header line
+        assert len(small.read_file(n, "/proc/swaps").strip().splitlines()) >= 2, n
     assert not (tmp / "kubeconfig").exists()
 
 

@@ -1,18 +1,22 @@
-"""Preflight checks: each failing condition, fleet comparisons, stable ids, docs coverage."""
+"""Preflight checks: each failing condition, fleet comparisons, stable ids, docs coverage,
+what `up` repairs, and fix texts that stay safe to paste whatever the host reports."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gpuk8s import checks
-from gpuk8s.checks import CHECKS, CheckResult, is_gpu_host, run_checks
+from gpuk8s.checks import (CHECKS, PREFLIGHT, CheckResult, is_gpu_host, overall_status,
+                           run_checks)
 from gpuk8s.facts import GPU, ContainerdConfig, Facts, OSInfo
 from gpuk8s.inventory import ClusterSpec, GPUSpec, HostSpec, Inventory, NetworkSpec, SSHSettings
+from gpuk8s.packages import RECOMMENDED_BINARIES, REQUIRED_BINARIES
+from gpuk8s.shell import quote
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "checks.md"
 MANDATORY_IDS = ("os-supported", "cgroup-v2", "swap-off", "hostname-unique", "product-uuid-unique",
@@ -36,8 +40,8 @@ def healthy_facts(**changes: Any) -> Facts:
         modules=["br_netfilter", "overlay"], overlay_available=True, br_netfilter_loaded=True,
         sysctls={"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "1",
                  "net.bridge.bridge-nf-call-ip6tables": "1"},
-        binaries={b: f"/usr/sbin/{b}" for b in checks.REQUIRED_BINARIES
-                  + checks.RECOMMENDED_BINARIES + ("apt-get",)},
+        binaries={b: f"/usr/sbin/{b}" for b in REQUIRED_BINARIES
+                  + RECOMMENDED_BINARIES + ("apt-get",)},
         services={"chrony": {"active": "active", "enabled": "enabled"},
                   "firewalld": {"active": "inactive", "enabled": ""}},
         time_synchronized=True, ntp_enabled=True, ufw_enabled=False,
@@ -138,9 +142,9 @@ def test_invalid_status_rejected():
 
 def test_overall_status():
     p, w, f, s = (CheckResult("a", st, "m") for st in ("pass", "warn", "fail", "skip"))
-    assert checks.overall_status([p, s]) == "pass"
-    assert checks.overall_status([p, w, s]) == "warn"
-    assert checks.overall_status([w, f]) == "fail"
+    assert overall_status([p, s]) == "pass"
+    assert overall_status([p, w, s]) == "warn"
+    assert overall_status([w, f]) == "fail"
 
 
 def test_docs_cover_every_check():
@@ -149,6 +153,64 @@ def test_docs_cover_every_check():
     for info in CHECKS:
         assert info.id in headings, f"docs/checks.md has no section for `{info.id}`"
     assert set(headings) <= {c.id for c in CHECKS}, "docs/checks.md documents unknown ids"
+
+
+def test_docs_list_checks_in_report_order():
+    headings = re.findall(r"^## `([a-z0-9-]+)`", DOCS.read_text(encoding="utf-8"), re.M)
+    assert tuple(headings) == PREFLIGHT.ids
+
+
+# --------------------------------------------------------------------------- repaired by up
+
+# What `up`'s host preparation repairs: swap, modules, sysctls, kubeadm's binaries, containerd
+# and its config, the Kubernetes tools. Not Helm: nothing in `up` installs it.
+REPAIRED_BY_UP = {"swap-off", "ip-forward", "bridge-netfilter", "kernel-modules",
+                  "containerd-version", "containerd-cri-enabled", "containerd-systemd-cgroup",
+                  "containerd-config-version", "containerd-sandbox-image", "kube-tools-version",
+                  "required-binaries"}
+
+# The step of a bare host's `up --dry-run` plan that repairs each of them.
+REPAIR_STEPS = {
+    "swap-off": "turn swap off now and after reboot",
+    "kernel-modules": "write /etc/modules-load.d/kubernetes.conf",
+    "ip-forward": "apply sysctls",
+    "bridge-netfilter": "apply sysctls",
+    "required-binaries": "install conntrack",
+    "containerd-version": "install containerd",
+    "kube-tools-version": "kubelet, kubeadm, kubectl",
+    # one native file, rendered whole: CRI on, SystemdCgroup = true, the pause image
+    "containerd-cri-enabled": "write /etc/containerd/config.toml",
+    "containerd-systemd-cgroup": "write /etc/containerd/config.toml",
+    "containerd-config-version": "write /etc/containerd/config.toml",
+    "containerd-sandbox-image": "write /etc/containerd/config.toml",
+}
+
+
+def test_repaired_by_up_is_declared_per_check():
+    assert "helm" not in PREFLIGHT.repaired_by_up
+    assert PREFLIGHT.repaired_by_up == REPAIRED_BY_UP
+    assert PREFLIGHT.repaired_by_up <= set(PREFLIGHT.ids)
+
+
+def test_up_prepares_what_it_claims_to_repair(tmp_path, monkeypatch):
+    # A bare host (swap on, ip_forward off, no containerd or Kubernetes tools, no conntrack):
+    # its dry-run plan has a step for every check `up` repairs.
+    from tests.unit import test_up
+    bare = test_up.bare_probe
+    monkeypatch.setattr(test_up, "bare_probe", lambda *a, **kw: bare(*a, **kw).replace(
+        "conntrack=/usr/sbin/conntrack\n", ""))
+    report, _, _ = test_up.dry_run(test_up.inventory(n_workers=1), tmp_path)
+    steps = [c.description for c in report.plan.for_host("w-1")]
+    assert set(REPAIR_STEPS) == PREFLIGHT.repaired_by_up
+    for check_id, step in REPAIR_STEPS.items():
+        assert any(step in s for s in steps), (check_id, step, steps)
+
+
+def test_docs_mark_what_up_repairs():
+    sections = re.split(r"^## ", DOCS.read_text(encoding="utf-8"), flags=re.M)[1:]
+    marked = {re.match(r"`([a-z0-9-]+)`", s).group(1) for s in sections
+              if "*Repaired by `gpuk8s up`.*" in s}
+    assert marked == PREFLIGHT.repaired_by_up
 
 
 # --------------------------------------------------------------------------- failing conditions
@@ -228,7 +290,7 @@ CASES: list[tuple[str, str, str, dict]] = [
      K(facts=healthy_facts(binaries={"ip": "/usr/sbin/ip", "iptables": "/usr/sbin/iptables",
                                      "mount": "/usr/bin/mount"}))),
     ("required-binaries", "warn", "socat",
-     K(facts=healthy_facts(binaries={b: "/x" for b in checks.REQUIRED_BINARIES}))),
+     K(facts=healthy_facts(binaries={b: "/x" for b in REQUIRED_BINARIES}))),
     ("time-sync", "fail", "no NTP service",
      K(facts=healthy_facts(time_synchronized=False, ntp_enabled=False, services={}))),
     ("time-sync", "warn", "not synchronized yet",
@@ -640,3 +702,103 @@ def test_run_checks_is_pure():
     first = run_checks(inventory(), host("cp1"), facts, {"cp1": facts})
     second = run_checks(inventory(), host("cp1"), facts, {"cp1": facts})
     assert first == second and dataclasses.asdict(facts) == before
+
+
+# --------------------------------------------------------------------------- fixes safe to paste
+
+HOSTILE = ("x; rm -rf /", "$(reboot)", "`reboot`", "a'b", "two words")
+
+
+def assert_one_word(fix: str, word: str) -> None:
+    """`word` reaches the shell as one single-quoted word, so nothing in it is run or expanded."""
+    assert quote(word) in fix, fix
+    assert any(word in shlex.split(line) for line in fix.splitlines()), fix
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_cni_fix_quotes_file_names(name):
+    r = result("cni-config-clean", healthy_facts(cni_configs=[name, "10-flannel.conflist"]))
+    assert r.status == "warn"
+    assert_one_word(r.fix, f"/etc/cni/net.d/{name}")
+    assert "mv /etc/cni/net.d/10-flannel.conflist /root/cni-net.d.bak/" in r.fix
+
+
+@pytest.mark.parametrize("user", HOSTILE + ("o'brien ; reboot",))
+def test_sudoers_fix_quotes_the_user(user):
+    h = dataclasses.replace(host("cp1"), ssh=SSHSettings(user=user))
+    r = result("privileged-access", healthy_facts(uid=1000), h=h)
+    assert_one_word(r.fix, f"{user} ALL=(ALL) NOPASSWD: ALL")
+
+
+def test_sudoers_fix_unchanged_for_plain_users():
+    h = dataclasses.replace(host("cp1"), ssh=SSHSettings(user="ubuntu"))
+    r = result("privileged-access", healthy_facts(uid=1000), h=h)
+    assert r.fix.startswith(
+        "echo 'ubuntu ALL=(ALL) NOPASSWD: ALL' | sudo tee /etc/sudoers.d/gpuk8s && ")
+
+
+@pytest.mark.parametrize("unit", HOSTILE)
+def test_swap_fix_quotes_unit_names(unit):
+    r = result("swap-off", healthy_facts(swap_units=[unit, "dev-sda3.swap"]))
+    assert_one_word(r.fix, unit)
+    assert r.fix.endswith(f"systemctl mask {quote(unit)} dev-sda3.swap")
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostname_fixes_quote_names(name):
+    r = result("hostname-valid", healthy_facts(hostname=None), h=host(name))
+    assert_one_word(r.fix, name)
+    r = result("hostname-unique", healthy_facts(hostname=None), h=host(name))
+    assert_one_word(r.fix, name)
+
+
+@pytest.mark.parametrize("version", HOSTILE)
+def test_kernel_fix_quotes_os_version(version):
+    os = OSInfo(id="ubuntu", version_id=version, id_like=["debian"])
+    r = result("kernel-version", healthy_facts(os=os, kernel="5.4.0-200-generic"))
+    assert_one_word(r.fix, f"linux-generic-hwe-{version}")
+
+
+@pytest.mark.parametrize("path", [f"/etc/kubernetes/{v}" for v in HOSTILE])
+def test_ports_fix_quotes_leftover_paths(path):
+    r = result("ports-free", healthy_facts(listening_ports=[6443], kubernetes_files=[path]))
+    assert_one_word(r.fix, path)
+
+
+@pytest.mark.parametrize("iface", HOSTILE)
+def test_mac_fix_quotes_interface_names(iface):
+    inv, fleet = _two_workers(macs={"eno9": worker_facts(1).macs["eno1"]})
+    fleet["gpu1"] = dataclasses.replace(fleet["gpu1"], macs={iface: worker_facts(1).macs["eno1"]})
+    r = result("mac-unique", fleet["gpu1"], h=inv.host("gpu1"), inv=inv, fleet=fleet)
+    assert r.status == "fail"
+    assert_one_word(r.fix, iface)
+
+
+@pytest.mark.parametrize("bad", ["10.244.0.0/16;reboot", "10.244.0.0/16 $(reboot)"])
+def test_firewall_fixes_quote_cidrs(bad):
+    inv = inventory(pod_cidr=bad)
+    fw = {"firewalld": {"active": "active", "enabled": "enabled"}}
+    assert_one_word(result("firewall", healthy_facts(services=fw), inv=inv).fix,
+                    f"--add-source={bad}")
+    assert_one_word(result("firewall", healthy_facts(ufw_enabled=True), inv=inv).fix, bad)
+
+
+def test_endpoint_fixes_quote_the_name():
+    name = "api$(reboot).lab"
+    inv = inventory(control_plane_endpoint=f"{name}:6443")
+    r = result("endpoint-resolves", healthy_facts(endpoint_addresses=[]), inv=inv)
+    assert_one_word(r.fix, f"<vip-or-load-balancer-ip> {name}")
+    w = result("endpoint-resolves", worker_facts(endpoint_addresses=["127.0.1.1"]),
+               h=host("gpu1", ("worker",)), inv=inv)
+    assert_one_word(w.fix, f"<vip-or-load-balancer-ip> {name}")
+    assert w.fix.startswith("sed -i '/\\sapi\\$\\(reboot\\)\\.lab\\b/d' /etc/hosts")
+    cp, other = healthy_facts(), worker_facts(endpoint_addresses=["10.9.9.9"])
+    d = result("endpoint-resolves", cp, inv=inv, fleet={"cp1": cp, "gpu1": other})
+    assert_one_word(d.fix, name)
+
+
+def test_kube_tools_fix_quotes_the_inventory_version():
+    version = "1.36.2;reboot"
+    r = result("kube-tools-version", healthy_facts(kubeadm_version="1.35.6"),
+               inv=inventory(kubernetes_version=version))
+    assert_one_word(r.fix, f"kubeadm={version}-1.1")

@@ -1,11 +1,24 @@
-"""Probe-output parsers against real-world command output (facts.py)."""
+"""Probe-output parsers against real-world command output (gpuk8s/facts/)."""
 
 from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import shlex
+import shutil
+import subprocess
+from types import SimpleNamespace
 
 import pytest
 
 from gpuk8s import facts as F
-from gpuk8s.facts import parse_probe
+from gpuk8s import paths
+from gpuk8s.errors import TransportError
+from gpuk8s.facts import Facts, parse_probe
+from gpuk8s.facts.gpu import _lspci_name
+from gpuk8s.facts.probe import SECTION_PARSERS
+from gpuk8s.versions import PROBE_TIMEOUT
 from tests.lab.fixture import OS_RELEASE_FILES
 
 
@@ -260,8 +273,8 @@ def test_no_nvidia_devices():
 
 
 def test_lspci_name_helper():
-    assert F._lspci_name("3D controller [0302]: NVIDIA Corporation AD104GL [L4] [10de:27b8] (rev a1)") == "L4"
-    assert F._lspci_name("3D controller [0302]: NVIDIA Corporation Device [10de:2901] (rev a1)") == "Device"
+    assert _lspci_name("3D controller [0302]: NVIDIA Corporation AD104GL [L4] [10de:27b8] (rev a1)") == "L4"
+    assert _lspci_name("3D controller [0302]: NVIDIA Corporation Device [10de:2901] (rev a1)") == "Device"
 
 
 # --------------------------------------------------------------------------- containerd config
@@ -767,3 +780,89 @@ def test_to_dict_matches_dataclasses_asdict():
     assert json.dumps(d, sort_keys=True) == json.dumps(dataclasses.asdict(f), sort_keys=True)
     d["gpus"][0]["name"] = "changed"          # a copy, not a view of the facts
     assert f.gpus[0].name != "changed"
+
+
+# --------------------------------------------------------------------------- section table, probe command
+
+def _printed_sections() -> set[str]:
+    """Every section name probe.sh prints (`s NAME` at the start of a command)."""
+    return set(re.findall(r"(?:^|;)\s*s ([a-z0-9_]+)", F.probe_script(), re.M))
+
+
+def test_every_printed_section_has_a_table_row():
+    read = {s for row in SECTION_PARSERS for s in row.reads}
+    printed = _printed_sections()
+    assert len(printed) > 40
+    assert printed - read == {"end"}            # the end marker only says the probe finished
+    # modprobe_nouveau: what probes printed before conf_grep; still read from recorded output
+    assert read - printed == {"modprobe_nouveau"}
+
+
+def test_every_fact_is_filled_by_exactly_one_row_after_what_it_uses():
+    filled: list[str] = []
+    for row in SECTION_PARSERS:
+        assert set(row.uses) <= set(filled), row
+        filled += row.fills
+    assert sorted(filled) == sorted(f.name for f in dataclasses.fields(Facts))
+
+
+def test_unknown_section_is_ignored():
+    assert parse_probe(probe(uid="0", some_future_section="x\ny")) == parse_probe(probe(uid="0"))
+
+
+def test_missing_sections_leave_the_defaults():
+    assert parse_probe(probe(uid="0")) == Facts(uid=0, overlay_available=None, nouveau_loaded=False,
+                                                br_netfilter_loaded=False, nouveau_blacklisted=False)
+
+
+def test_probe_command_passes_the_lists_of_paths_py():
+    inv = SimpleNamespace(cluster=SimpleNamespace(endpoint_host="k8s-api.example.com"))
+    words = shlex.split(F.probe_command(inv).render())
+    assert words == ["sh", "-s", "--", "k8s-api.example.com", *paths.KUBERNETES_STATE_FILES, "--",
+                     *paths.MANAGED_FILES]
+    no_endpoint = SimpleNamespace(cluster=SimpleNamespace(endpoint_host=None))
+    assert shlex.split(F.probe_command(no_endpoint).render())[3] == ""
+    assert F.MANAGED_FILES is paths.MANAGED_FILES
+
+
+def _section(output: str, name: str) -> list[str]:
+    return F.split_sections(output)[name].splitlines()
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX sh")
+def test_probe_script_reads_its_lists_from_the_arguments(tmp_path):
+    state, managed = tmp_path / "admin.conf", tmp_path / "with space.conf"
+    state.write_text("x")
+    managed.write_text("gpuk8s\n")
+    digest = hashlib.sha256(managed.read_bytes()).hexdigest()
+    args = ["", str(state), str(tmp_path / "absent"), "--",
+            str(tmp_path / "missing"), str(managed), str(tmp_path)]   # a directory is not hashed
+    out = subprocess.run(["sh", "-s", "--", *args], input=F.probe_script(), text=True,
+                         capture_output=True, timeout=60).stdout
+    assert _section(out, "k8s_state") == [str(state)]
+    assert _section(out, "managed_files") == [f"{digest}  {managed}"]
+    assert "end" in F.split_sections(out)
+
+
+class _RecordingTransport:
+    def __init__(self, sudo_password: bool = False) -> None:
+        self.calls: list[tuple[str, float | None, bool]] = []
+        self.sudo_password = sudo_password
+
+    def run(self, cmd, *, stdin=None, timeout=None, sudo=True):
+        self.calls.append((cmd.render(), timeout, sudo))
+        if sudo and self.sudo_password:
+            raise TransportError("sudo-password", "h: sudo asks for a password")
+        return SimpleNamespace(stdout=probe(uid="0" if sudo else "1000"))
+
+
+@pytest.mark.parametrize("timeout, expected", [(None, PROBE_TIMEOUT), (7.5, 7.5)])
+def test_gather_facts_timeout_follows_the_caller(timeout, expected):
+    inv = SimpleNamespace(cluster=SimpleNamespace(endpoint_host="k8s-api.lab"))
+    t = _RecordingTransport(sudo_password=True)
+    facts, warning = F.gather_facts(t, inv, timeout=timeout)
+    assert facts.uid == 1000 and "password" in warning
+    assert [(limit, sudo) for _, limit, sudo in t.calls] == [(expected, True), (expected, False)]
+    assert {cmd for cmd, _, _ in t.calls} == {F.probe_command(inv).render()}
+    t = _RecordingTransport()
+    assert F.gather_facts(t, inv, timeout) == (parse_probe(probe(uid="0")), None)

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from gpuk8s import versions
-from gpuk8s.errors import EXIT_INVENTORY, InventoryError, Problem
+from gpuk8s.errors import EXIT_INVENTORY, InventoryError, Problem, UsageError
 from gpuk8s.inventory import (
+    API_SERVER_PORT,
     Bastion,
     ClusterSpec,
     GPUSpec,
@@ -240,6 +241,137 @@ def test_local_inventory():
 def test_local_inventory_defaults_to_sanitised_hostname(monkeypatch):
     monkeypatch.setattr("socket.gethostname", lambda: "GPU_Box01")
     assert local_inventory().hosts[0].name == "gpu-box01"
+
+
+# ---- versions resolved once, at load -------------------------------------------------------
+
+def _with_versions(block: str, kubernetes: str = "1.36") -> str:
+    return (f"cluster:\n  name: c\n  kubernetes_version: \"{kubernetes}\"\nversions:\n{block}"
+            "hosts: [{name: a, address: 10.0.0.1, roles: [control-plane]}]\n")
+
+
+def test_release_has_every_override_applied():
+    inv = parse_inventory(FULL, "full.yaml")
+    r = inv.release
+    assert (r.minor, r.patch, r.containerd, r.containerd_pinned) == ("1.35", "1.35.6", "2.1", True)
+    assert (r.calico, r.gpu_operator, r.pause_image) == (
+        "3.32.0", "v26.7.0", "registry.k8s.io/pause:3.10.1")
+    assert r.cuda_image == "nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0-ubuntu22.04"
+    assert inv.release is r                    # computed once
+
+
+def test_release_without_overrides_is_the_matrix_row():
+    inv = parse_inventory(_with_versions("  containerd: null\n"))
+    assert inv.release == versions.MATRIX["1.36"]
+    assert not inv.release.containerd_pinned and inv.release.containerd == "2.1"
+    assert inv.release.cuda_image == versions.CUDA_SMOKE_IMAGE
+
+
+def test_containerd_override_is_what_up_installs(tmp_path):
+    """The defect: preflight said `up` installs containerd 2.1 while `up` installed 2.0."""
+    path = tmp_path / "inv.yaml"
+    path.write_text(_with_versions('  containerd: "2.0"\n'))
+    release = load_inventory(path).release
+    assert release.containerd == "2.0" and release.containerd_pinned
+    assert release.containerd == "2.0"
+
+
+@pytest.mark.parametrize("value, stored", [("2.0", "2.0"), ("2.0.5", "2.0.5"), ("v2.1", "2.1"),
+                                           ("2.3", "2.3")])
+def test_containerd_override_accepted(value, stored):
+    inv = parse_inventory(_with_versions(f'  containerd: "{value}"\n'))
+    assert inv.release.containerd == stored
+
+
+def test_patch_comes_from_the_kubernetes_version():
+    assert parse_inventory(_with_versions("", "1.36.2")).release.patch == "1.36.2"
+    matrix_patch = versions.MATRIX["1.34"].patch
+    assert parse_inventory(_with_versions("", "1.34")).release.patch == matrix_patch
+
+
+@pytest.mark.parametrize("block, expected", [
+    ('  pause_image: "bad image!"\n',
+     "inv.yaml:5: versions.pause_image: 'bad image!' is not an image reference like "
+     "registry.k8s.io/pause:3.10"),
+    ('  cuda_image: "nvcr.io/x y"\n',
+     "inv.yaml:5: versions.cuda_image: 'nvcr.io/x y' is not an image reference like "
+     f"{versions.CUDA_SMOKE_IMAGE}"),
+    ("  calico: latest\n",
+     "inv.yaml:5: versions.calico: 'latest' is not a Calico release like 3.31.3"),
+    ('  calico: "3.31"\n',
+     "inv.yaml:5: versions.calico: '3.31' is not a Calico release like 3.31.3"),
+    ('  calico: "3.25.1"\n',
+     "inv.yaml:5: versions.calico: Calico 3.25.1 is older than 3.26, the oldest gpuk8s installs"),
+    ("  gpu_operator: stable\n",
+     "inv.yaml:5: versions.gpu_operator: 'stable' is not a GPU Operator chart version like "
+     "v26.7.0"),
+    ("  containerd: abc\n",
+     "inv.yaml:5: versions.containerd: 'abc' is not a containerd version like 2.1 or 1.7.27"),
+    ('  containerd: "1.7.27"\n',
+     "inv.yaml:5: versions.containerd: containerd 1.7.27 is too old for Kubernetes 1.36: it needs "
+     "containerd 2.0 or newer"),
+])
+def test_bad_override_is_reported_at_load_with_line(block, expected):
+    assert problems_of(_with_versions(block)) == [expected]
+
+
+def test_containerd_minimum_follows_the_kubernetes_minor():
+    inv = parse_inventory(_with_versions('  containerd: "1.7"\n', "1.35"))
+    assert inv.release.containerd == "1.7"
+
+
+def test_overrides_are_checked_even_when_the_cluster_is_invalid():
+    found = problems_of(_with_versions('  containerd: "1.7"\n  calico: x\n', "1.20"))
+    assert found == [
+        "inv.yaml:3: cluster.kubernetes_version: Kubernetes 1.20 is not supported "
+        f"(supported minors: {', '.join(versions.supported_minors())})",
+        "inv.yaml:6: versions.calico: 'x' is not a Calico release like 3.31.3"]
+
+
+def test_release_of_a_directly_built_inventory_checks_its_overrides():
+    inv = Inventory("x", ClusterSpec(name="c"), (HostSpec("a", "10.0.0.1", ("control-plane",),
+                                                           SSHSettings()),),
+                    versions=Versions(pause_image="bad image!"))
+    with pytest.raises(UsageError, match="versions.pause_image"):
+        inv.release
+
+
+# ---- topology ------------------------------------------------------------------------------
+
+def _cp(address: str = "10.0.0.5", **kw) -> HostSpec:
+    return HostSpec("cp", address, ("control-plane",), SSHSettings(), **kw)
+
+
+@pytest.mark.parametrize("address, node_ip, internal", [
+    ("10.0.0.5", None, "10.0.0.5"),
+    ("cp.example.com", None, None),
+    ("cp.example.com", "192.168.1.5", "192.168.1.5"),
+    ("127.0.0.1", None, None),
+    ("fd00:0::5", None, "fd00::5"),
+])
+def test_internal_ip(address, node_ip, internal):
+    assert _cp(address, node_ip=node_ip).internal_ip == internal
+
+
+@pytest.mark.parametrize("endpoint, address, expected", [
+    (None, "10.0.0.5", "10.0.0.5:6443"),
+    (None, "fd00::5", "[fd00::5]:6443"),
+    (None, "cp.example.com", "cp.example.com:6443"),
+    ("api.example.com", "10.0.0.5", "api.example.com:6443"),
+    ("[fd00::10]:8443", "10.0.0.5", "[fd00::10]:8443"),
+    ("fd00::10", "10.0.0.5", "[fd00::10]:6443"),
+])
+def test_control_plane_endpoint(endpoint, address, expected):
+    inv = Inventory("x", ClusterSpec(name="c", control_plane_endpoint=endpoint), (_cp(address),))
+    assert inv.control_plane_endpoint == expected
+
+
+def test_bind_port_is_the_endpoint_port_only_on_the_endpoint_host():
+    cp = _cp("10.0.0.5")
+    on_host = Inventory("x", ClusterSpec(name="c", control_plane_endpoint="10.0.0.5:8443"), (cp,))
+    balancer = Inventory("x", ClusterSpec(name="c", control_plane_endpoint="10.0.0.100:8443"),
+                         (cp,))
+    assert on_host.bind_port(cp) == 8443 and balancer.bind_port(cp) == API_SERVER_PORT == 6443
 
 
 # ---- problems: one case each, exact line and path ------------------------------------------

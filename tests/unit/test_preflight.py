@@ -6,72 +6,12 @@ import pytest
 from typer.testing import CliRunner
 
 from gpuk8s import cli
-from gpuk8s.errors import EXIT_CHECKS_FAILED, EXIT_OK, EXIT_UNREACHABLE, TransportError
+from gpuk8s.actions.preflight import run_preflight
+from gpuk8s.errors import EXIT_CHECKS_FAILED, EXIT_OK, EXIT_UNREACHABLE
 from gpuk8s.facts import probe_script
+from gpuk8s.facts.probe import probe_command
 from gpuk8s.inventory import ClusterSpec, HostSpec, Inventory, SSHSettings
-from gpuk8s.preflight import run_preflight
-from gpuk8s.transport.base import Result
-
-OS_UBUNTU = ('NAME="Ubuntu"\nVERSION_ID="24.04"\nID=ubuntu\nPRETTY_NAME="Ubuntu 24.04.1 LTS"\n'
-             'VERSION_CODENAME=noble\n')
-CONTAINERD_V3 = """version = 3
-[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
-  SystemdCgroup = true
-[plugins.'io.containerd.cri.v1.images'.pinned_images]
-  sandbox = 'registry.k8s.io/pause:3.10.1'
-"""
-
-
-def probe_output(name, uuid, mac, address, gpus=0):
-    sections = {
-        "probe": "1", "uid": "0", "os_release": OS_UBUNTU, "uname": "6.8.0-49-generic\nx86_64",
-        "hostname": name, "cgroup": "cgroup2fs", "cpus": "16",
-        "meminfo": "MemTotal:       65536000 kB\nSwapTotal:      0 kB",
-        "swaps": "Filename\tType\tSize\tUsed\tPriority", "fstab": "UUID=abc / ext4 defaults 0 1",
-        "links": f"2: eno1: <BROADCAST,MULTICAST,UP> mtu 1500 state UP\\    link/ether {mac} brd ff:ff:ff:ff:ff:ff",
-        "addrs": f"2: eno1    inet {address}/24 brd 10.0.0.255 scope global eno1",
-        "routes": "default via 10.0.0.1 dev eno1\n10.0.0.0/24 dev eno1 proto kernel scope link",
-        "product_uuid": uuid, "modules": "overlay\nbr_netfilter", "filesystems": "nodev\toverlay",
-        "sysctl": "net/ipv4/ip_forward=1\nnet/bridge/bridge-nf-call-iptables=1\nnet/bridge/bridge-nf-call-ip6tables=1",
-        "binaries": "\n".join(f"{b}=/usr/sbin/{b}" for b in
-                              "ip iptables mount nsenter ethtool socat tc conntrack touch ebtables containerd helm".split()),
-        "services": ("Id=containerd.service\nLoadState=loaded\nActiveState=active\nUnitFileState=enabled\n\n"
-                     "Id=systemd-timesyncd.service\nLoadState=loaded\nActiveState=active\nUnitFileState=enabled\n\n"
-                     "Id=firewalld.service\nLoadState=not-found\nActiveState=inactive\nUnitFileState="),
-        "timedatectl": "NTP=yes\nNTPSynchronized=yes", "listen": "", "endpoint": "10.0.0.100 STREAM k8s-api",
-        "containerd_version": "containerd github.com/containerd/containerd/v2 v2.1.4 75cb2b7",
-        "containerd_config": CONTAINERD_V3, "helm_version": "v3.19.0+g3d8990f",
-        "secure_boot": "efivar= 6 0 0 0 0", "auto_upgrades": 'APT::Periodic::Unattended-Upgrade "0";',
-    }
-    pci = []
-    for i in range(gpus):
-        d = f"/sys/bus/pci/devices/0000:{0x18 + i:02x}:00.0"
-        pci += [f"{d}/vendor:0x10de", f"{d}/device:0x27b8", f"{d}/class:0x030200"]
-    sections["pci"] = "\n".join(pci)
-    return "".join(f"\n@@gpuk8s:{k}\n{v}\n" for k, v in sections.items()) + "\n@@gpuk8s:end\n"
-
-
-class FakeTransport:
-    def __init__(self, host, outputs, log, sudo_needs_password=False):
-        self.host_name, self.outputs, self.log = host.name, outputs, log
-        self.sudo_needs_password = sudo_needs_password
-        self.privileged = True
-
-    def connect(self):
-        pass
-
-    def run(self, cmd, *, stdin=None, timeout=None, sudo=True):
-        self.log.append((self.host_name, cmd.render(), stdin, sudo))
-        if sudo and self.sudo_needs_password:
-            raise TransportError("sudo-password", f"{self.host_name}: sudo asks for a password")
-        out = self.outputs[self.host_name]
-        if sudo is False:
-            out = out.replace("@@gpuk8s:uid\n0", "@@gpuk8s:uid\n1000")
-        return Result(cmd.masked(), 0, out, "", 0.01)
-
-    def close(self):
-        pass
-
+from tests.unit.fake import opener, probe_output
 
 def make_inventory(*names, endpoint="k8s-api.example.com:6443"):
     ssh = SSHSettings(user="root")
@@ -89,20 +29,13 @@ def outputs_for(inv, gpu_hosts=()):
             for i, h in enumerate(inv.hosts)}
 
 
-def opener(outputs, log, refuse=(), sudo_pw=()):
-    def open_transport(host, accept_new_host_keys=False):
-        if host.name in refuse:
-            raise TransportError("refused", f"{host.name}: connection refused")
-        return FakeTransport(host, outputs, log, sudo_needs_password=host.name in sudo_pw)
-    return open_transport
-
-
 def test_one_round_trip_per_host_with_probe_on_stdin():
     inv = make_inventory("cp-1", "gpu-1", "gpu-2")
     log = []
     report = run_preflight(inv, open_transport=opener(outputs_for(inv, {"gpu-1", "gpu-2"}), log))
     assert sorted(h for h, *_ in log) == ["cp-1", "gpu-1", "gpu-2"]
-    assert all(cmd == "sh -s -- k8s-api.example.com" for _, cmd, _, _ in log)
+    assert all(cmd == probe_command(inv).render() for _, cmd, _, _ in log)
+    assert all(cmd.startswith("sh -s -- k8s-api.example.com ") for _, cmd, _, _ in log)
     assert all(stdin == probe_script() for _, _, stdin, _ in log)
     assert all(h.reachable and h.facts is not None for h in report.hosts)
     gpu1 = next(h for h in report.hosts if h.name == "gpu-1")
@@ -217,3 +150,21 @@ def test_print_json_one_document_indented_only_for_a_terminal(monkeypatch, tty):
     print_json(doc)
     assert json.loads(out.text) == doc and out.text.endswith("}\n")
     assert out.text.count("\n") == (len(json.dumps(doc, indent=2).splitlines()) if tty else 1)
+
+
+def test_cli_internal_error_exits_70_with_one_redacted_line(monkeypatch):
+    inv = make_inventory("cp-1")
+
+    def boom(*a, **k):
+        raise RuntimeError("kaboom with token abcdef.0123456789abcdef\nsecond line")
+
+    monkeypatch.setattr("gpuk8s.cli._load", lambda *a: inv)
+    monkeypatch.setattr("gpuk8s.actions.preflight.run_preflight", boom)
+    res = CliRunner().invoke(cli.app, ["preflight", "-i", "x.yaml"])
+    assert res.exit_code == 70
+    assert "internal error: RuntimeError: kaboom" in res.stderr and "--debug" in res.stderr
+    assert "0123456789abcdef" not in res.stderr and "second line" not in res.stderr
+    assert "Traceback" not in res.stderr
+    res = CliRunner().invoke(cli.app, ["preflight", "-i", "x.yaml", "--debug"])
+    assert res.exit_code == 70 and "Traceback" in res.stderr
+    assert "0123456789abcdef" not in res.stderr

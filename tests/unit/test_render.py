@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
 import os
 import re
 import shutil
@@ -17,8 +18,8 @@ import jinja2
 import pytest
 import yaml
 
-from gpuk8s import render
-from gpuk8s.render import tomllib
+from gpuk8s import render, versions
+from gpuk8s.render import base, placeholders, tomllib
 from gpuk8s.errors import UsageError
 from gpuk8s.facts import parse_containerd_config
 from gpuk8s.inventory import (ClusterSpec, HostSpec, Inventory, NetworkSpec, SSHSettings, Taint,
@@ -27,7 +28,8 @@ from gpuk8s.render import ClusterSecrets, RenderedFile
 from gpuk8s.shell import Secret
 
 GOLDEN = Path(__file__).parent / "golden"
-TEMPLATES = render.TEMPLATES_DIR
+# The repository's templates/ (the layout rule); render reads them as package gpuk8s.templates.
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 FIXED = ClusterSecrets(Secret("abcdef.0123456789abcdef"),
                        Secret("3f2a9c1b7d4e6f80a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6a7b8"))
@@ -544,11 +546,46 @@ def test_containerd_config_file_uses_shipped_snapshot_per_major():
             native, True, release.pause_image)
 
 
-@pytest.mark.parametrize("name,native", [("default-1.7.toml", 2), ("default-2.1.toml", 3)])
+@pytest.mark.parametrize("name,native", [("default-1.7.toml", 2), ("default-2.1.toml", 3),
+                                         ("default-2.3.toml", 4)])
 def test_shipped_snapshots_look_like_containerd_defaults(name, native):
     cfg = parse_containerd_config(_snapshot(name))
     assert cfg.version == native and cfg.systemd_cgroup is False and not cfg.cri_disabled
     assert cfg.sandbox_image
+
+
+@pytest.mark.parametrize("version,native", [
+    ("1.7.27", 2), ("2.0.5", 3), ("2.1", 3), ("2.2.7", 3), ("2.3.0", 4), ("2.3", 4), ("2.10.1", 4),
+])
+def test_native_config_version(version, native):
+    """containerd 1.x writes version 2; 2.0-2.2 write 3; 2.3 writes 4 (version/version.go)."""
+    assert versions.native_config_version(version) == native
+    assert render.native_config_version is versions.native_config_version
+
+
+@pytest.mark.parametrize("kind", ["default-2.3.toml", "docker", "default-2.1.toml"])
+def test_containerd_2_3_config_is_edited_in_version_4(kind):
+    release = _release(pause_image="registry.k8s.io/pause:3.10.1")
+    text = render.containerd_config(_input(kind), release, "2.3.1")
+    cfg = parse_containerd_config(text)
+    assert (cfg.version, cfg.systemd_cgroup, cfg.cri_disabled, cfg.sandbox_image) == (
+        4, True, False, "registry.k8s.io/pause:3.10.1")
+    data = tomllib.loads(text)
+    runtime = data["plugins"]["io.containerd.cri.v1.runtime"]
+    assert runtime["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is True
+    assert runtime["cni"]["bin_dirs"] == ["/opt/cni/bin"] and not runtime["cni"].get("bin_dir")
+    # Version 4 keeps the server listeners in plugins, not in top-level [grpc]/[ttrpc] tables.
+    assert "grpc" not in data and "ttrpc" not in data
+    assert data["plugins"]["io.containerd.server.v1.grpc"]["address"] == \
+        "/run/containerd/containerd.sock"
+    assert render.containerd_config(text, release, "2.3.1") == text
+
+
+def test_containerd_default_snapshot_per_config_version():
+    for version, name in (("1.7", "default-1.7.toml"), ("2.0", "default-2.1.toml"),
+                          ("2.2.1", "default-2.1.toml"), ("2.3.0", "default-2.3.toml")):
+        assert placeholders.containerd_default(version) == _snapshot(name)
+    assert render.shipped_containerd_default is placeholders.containerd_default
 
 
 # ---------------------------------------------------------------------------- host files
@@ -593,6 +630,31 @@ def test_line_filter_refuses_control_characters():
     with pytest.raises(UsageError):
         render.plain_line("1.36\n[evil]")
     assert render.plain_line("1.36") == "1.36"
+
+
+def test_networkmanager_calico_file():
+    f = render.networkmanager_calico_file("gpu-1")
+    assert (f.path, f.host, f.mode) == ("/etc/NetworkManager/conf.d/calico.conf", "gpu-1", 0o644)
+    assert "unmanaged-devices=interface-name:cali*;interface-name:tunl*;" in f.content
+    assert "[keyfile]" in f.content.splitlines()
+
+
+def test_docker_repositories_for_containerd():
+    release = _release()
+    apt = render.docker_repo_file(release, "ubuntu", "ubuntu", "noble", host="w")
+    assert (apt.path, apt.host) == ("/etc/apt/sources.list.d/docker.list", "w")
+    assert ("deb [signed-by=/etc/apt/keyrings/docker.asc] https://download.docker.com/linux/ubuntu "
+            "noble stable") in apt.content.splitlines()
+    rpm = render.docker_repo_file(release, "rocky")
+    assert rpm.path == "/etc/yum.repos.d/docker-ce.repo"
+    lines = rpm.content.splitlines()
+    assert "baseurl=https://download.docker.com/linux/rhel/$releasever/$basearch/stable" in lines
+    assert "gpgkey=https://download.docker.com/linux/rhel/gpg" in lines
+    assert render.docker_key_url("debian") == "https://download.docker.com/linux/debian/gpg"
+    with pytest.raises(UsageError):
+        render.docker_repo_file(release, "debian", "debian", None)
+    with pytest.raises(UsageError):
+        render.docker_repo_file(release, "debian", "debian", "bookworm\n[evil]")
 
 
 # ---------------------------------------------------------------------------- Calico
@@ -675,10 +737,10 @@ def test_release_for_inventory_applies_overrides():
         containerd="2.0.5", calico="3.31.3", gpu_operator="v26.3.1",
         pause_image="registry.example.com/pause:3.10"))
     r = render.release_for_inventory(inv)
-    assert (r.containerd_default, r.calico, r.gpu_operator, r.pause_image) == (
+    assert (r.containerd, r.calico, r.gpu_operator, r.pause_image) == (
         "2.0.5", "3.31.3", "v26.3.1", "registry.example.com/pause:3.10")
     assert r.minor == "1.36"
-    text = render.containerd_config_file(inv, r, r.containerd_default).content
+    text = render.containerd_config_file(inv, r, r.containerd).content
     assert parse_containerd_config(text).sandbox_image == "registry.example.com/pause:3.10"
 
 
@@ -702,6 +764,46 @@ def test_kubernetes_patch():
     assert render.kubernetes_patch(inv, r) == r.patch == "1.36.2"
     single = _inv(SINGLE_INVENTORY)
     assert render.kubernetes_patch(single, render.release_for_inventory(single)) == "1.35.4"
+
+
+def test_release_for_inventory_and_kubernetes_patch_are_the_inventory_release():
+    inv = _inv(SINGLE_INVENTORY)
+    assert render.release_for_inventory(inv) is inv.release
+    assert render.kubernetes_patch(inv, inv.release) == inv.release.patch == "1.35.4"
+
+
+def test_render_all_installs_the_pinned_containerd():
+    inv = dataclasses.replace(_inv(HA_INVENTORY), versions=Versions(containerd="1.7"))
+    inv = dataclasses.replace(inv, cluster=dataclasses.replace(inv.cluster,
+                                                               kubernetes_version="1.35"))
+    ctr = _file(render.render_all(inv), "cp-1", render.CONTAINERD_CONFIG)
+    assert "(containerd 1.7, config version 2)" in ctr.content
+
+
+# ---------------------------------------------------------------------------- placeholders
+
+def test_placeholders_in_one_place():
+    assert re.fullmatch(r"sha256:0{64}", placeholders.PLACEHOLDER_CA_HASH)
+    assert render.PLACEHOLDER_CA_HASH is placeholders.PLACEHOLDER_CA_HASH
+    assert ClusterSecrets.placeholder() is placeholders.PLACEHOLDER_SECRETS
+    assert placeholders.PLACEHOLDER_SECRETS.is_placeholder()
+
+
+# ---------------------------------------------------------------------------- templates package
+
+def test_templates_come_from_the_gpuk8s_templates_package():
+    root = importlib.resources.files("gpuk8s.templates")
+    assert root.joinpath("kubeadm").joinpath("init.yaml.j2").is_file()
+    for path in _template_files() + sorted(TEMPLATES.glob("containerd/*.toml")):
+        name = path.relative_to(TEMPLATES).as_posix()
+        assert render.template_text(name) == path.read_text(encoding="utf-8"), name
+
+
+def test_one_jinja_environment():
+    assert base.environment() is base.environment()
+    render.render_template("host/kubernetes-modules.conf.j2")
+    with pytest.raises(jinja2.TemplateNotFound):
+        render.render_template("host/missing.j2")
 
 
 # ---------------------------------------------------------------------------- write_tree

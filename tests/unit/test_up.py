@@ -1,53 +1,40 @@
 """`up` against fake transports: dry runs only read, secrets never show, preflight gates changes."""
 
-import re
+import shlex
 
 import pytest
 
-from gpuk8s.errors import TransportError
+from gpuk8s.actions.up import run_up
+from gpuk8s.checks import PREFLIGHT
+from gpuk8s.errors import PreflightFailed, TransportError
 from gpuk8s.inventory import ClusterSpec, HostSpec, Inventory, SSHSettings
-from gpuk8s.phases.base import UpOptions
-from gpuk8s.phases.cluster import kubeconfig_for_user
+from gpuk8s.phases.base import RunOptions as UpOptions
+from gpuk8s.phases.cluster import _COMPARE_AND_READ, InstallCalico, kubeconfig_for_user
+from gpuk8s.phases.preflight import blocking_failures
 from gpuk8s.render import ClusterSecrets
 from gpuk8s.runlog import RunLog
 from gpuk8s.shell import Secret
-from gpuk8s.transport.base import Result
-from gpuk8s.up import FIXED_BY_UP, PreflightFailed, blocking_failures, run_up
-from tests.unit.test_preflight import probe_output
+from tests.unit.fake import bare_probe, opener
 
 SECRETS = ClusterSecrets(Secret("abcdef.0123456789abcdef"), Secret("f" * 64))
-# The first word of every command a dry run may execute: reads only.
-READ_ONLY = {"sh", "sha256sum", "cat", "cmp", "getent", "containerd", "kubectl"}
+# The first word of every command a dry run may execute: reads only. `sh` only as the probe
+# (`sh -s`) or with a read-only script (`sh -c` comparing the kubeconfig).
+READ_ONLY = {"sh", "sha256sum", "cat", "getent", "containerd", "kubectl"}
+READ_ONLY_SCRIPTS = (shlex.quote(_COMPARE_AND_READ),)
 
 
-def bare_probe(name, i, address, swap=True):
-    out = probe_output(name, f"uuid-{i}", f"52:54:00:00:01:{i:02x}", address)
-    # a bare host: no containerd, no Kubernetes tools, swap on, ip_forward off
-    out = out.replace("containerd=/usr/sbin/containerd\n", "").replace("helm=/usr/sbin/helm", "")
-    out = re.sub(r"@@gpuk8s:containerd_version\n[^\n]*\n", "@@gpuk8s:containerd_version\n\n", out)
-    out = re.sub(r"@@gpuk8s:containerd_config\n(.|\n)*?\n\n@@", "@@gpuk8s:containerd_config\n\n@@", out)
-    out = out.replace("net/ipv4/ip_forward=1", "net/ipv4/ip_forward=0")
-    out = out.replace("\n@@gpuk8s:binaries\n", "\n@@gpuk8s:binaries\napt-get=/usr/bin/apt-get\n")
-    if swap:
-        out = out.replace("Filename\tType\tSize\tUsed\tPriority",
-                          "Filename\tType\tSize\tUsed\tPriority\n/swap.img file 2097148 0 -2")
-    return out
-
-
-class RecordingTransport:
-    def __init__(self, host, probe, log):
-        self.host_name, self.probe, self.log = host.name, probe, log
-        self.privileged = True
-
-    def run(self, cmd, *, stdin=None, timeout=None, sudo=True):
-        rendered = cmd.render()
-        self.log.append((self.host_name, rendered, stdin))
-        if rendered.startswith("sh -s --"):
-            return Result(cmd.masked(), 0, self.probe, "", 0.0)
-        return Result(cmd.masked(), 1, "", "not found", 0.0)
-
-    def close(self):
-        pass
+def assert_only_reads(calls):
+    """Every command ran is a read: a read-only binary, the probe, or a read-only sh script."""
+    ran = {c.split()[0] for _, c, *_ in calls}
+    assert ran <= READ_ONLY, ran - READ_ONLY
+    for _, c, *_ in calls:
+        if c.startswith("sh "):
+            assert c.startswith("sh -s -- ") or c.startswith(tuple("sh -c " + s for s in READ_ONLY_SCRIPTS)), c
+        if c.startswith("containerd "):
+            assert c.split()[:3] in (["containerd", "config", "default"], ["containerd", "config", "dump"],
+                                     ["containerd", "--version"]), c
+        if c.startswith("kubectl "):
+            assert " get " in c, c
 
 
 def inventory(n_workers=2, n_cp=1):
@@ -65,18 +52,16 @@ def dry_run(inv, tmp_path, **probe_kw):
     probes = {h.name: bare_probe(h.name, i, h.address, **probe_kw) for i, h in enumerate(inv.hosts)}
     log = RunLog(tmp_path / "up.log")
     report = run_up(inv, UpOptions(dry_run=True, kubeconfig_path=tmp_path / "kc"), log=log,
-                    open_transport=lambda h, **kw: RecordingTransport(h, probes[h.name], calls),
-                    secrets=SECRETS)
+                    open_transport=opener(probes, calls, read_exit=1), secrets=SECRETS)
     log.close()
     return report, calls, (tmp_path / "up.log").read_text()
 
 
 def test_dry_run_executes_only_read_only_commands(tmp_path):
     report, calls, _ = dry_run(inventory(n_cp=3), tmp_path)
-    ran = {c.split()[0] for _, c, _ in calls}
-    assert ran <= READ_ONLY, ran - READ_ONLY
-    assert not [c for _, c, _ in calls if c.startswith("containerd") and "default" not in c]
-    assert all(" get " in c for _, c, _ in calls if c.startswith("kubectl"))
+    assert_only_reads(calls)
+    assert not [c for _, c, *_ in calls if c.startswith("containerd") and "default" not in c]
+    assert all(" get " in c for _, c, *_ in calls if c.startswith("kubectl"))
     assert not (tmp_path / "kc").exists()
     assert report.dry_run and report.plan.changes
 
@@ -93,7 +78,7 @@ def test_dry_run_plans_every_step_per_host(tmp_path):
     assert "kubeadm init" in cp1 and "apply the Calico Installation" in cp1
     assert cp1.count("upload control-plane certificates (valid 2 h)") == 2  # one per extra control plane
     assert [c.description for c in plan.for_host("cp-2")][-1] == "kubeadm join as control plane"
-    files = {p: mode for c in plan.changes for p, _, mode in c.files}
+    files = {f.path: f.mode for c in plan.changes for f in c.files}
     assert files["/etc/gpuk8s/kubeadm-init.yaml"] == 0o600
     assert files["/etc/gpuk8s/kubeadm-join.yaml"] == 0o600
     # joins of control planes come before workers, and control planes join one at a time
@@ -106,7 +91,7 @@ def test_secrets_never_in_plan_or_log(tmp_path):
     report, _, logtext = dry_run(inventory(n_cp=2), tmp_path)
     text = "\n".join([c.description for c in report.plan.changes]
                      + [cmd for c in report.plan.changes for cmd in c.commands]
-                     + [content for c in report.plan.changes for _, content, _ in c.files])
+                     + [f.masked() for c in report.plan.changes for f in c.files])
     for secret in SECRETS.values():
         assert secret not in text and secret not in logtext
     assert "***" in text
@@ -119,9 +104,9 @@ def test_preflight_failure_stops_before_any_change(tmp_path):
     calls = []
     with pytest.raises(PreflightFailed) as e:
         run_up(inv, UpOptions(kubeconfig_path=tmp_path / "kc"), log=RunLog(None),
-               open_transport=lambda h, **kw: RecordingTransport(h, probes[h.name], calls))
+               open_transport=opener(probes, calls, read_exit=1))
     assert e.value.blocking == {"w-1": ["cgroup-v2"]}
-    assert {c.split()[0] for _, c, _ in calls} == {"sh"}  # only the probe ran
+    assert {c.split()[0] for _, c, *_ in calls} == {"sh"}  # only the probe ran
 
 
 def test_ignore_lets_a_failed_check_through(tmp_path):
@@ -130,33 +115,36 @@ def test_ignore_lets_a_failed_check_through(tmp_path):
     probes["w-1"] = probes["w-1"].replace("cgroup2fs", "tmpfs")
     report = run_up(inv, UpOptions(dry_run=True, ignore_checks=("cgroup-v2",), kubeconfig_path=tmp_path / "kc"),
                     log=RunLog(None), secrets=SECRETS,
-                    open_transport=lambda h, **kw: RecordingTransport(h, probes[h.name], []))
+                    open_transport=opener(probes, [], read_exit=1))
     assert report.ignored == {"w-1": ["cgroup-v2"]}
 
 
 def test_unreachable_host_stops_up(tmp_path):
     inv = inventory(n_workers=1)
 
-    def opener(h, **kw):
-        if h.name == "w-1":
-            raise TransportError("refused", "w-1: connection refused")
-        return RecordingTransport(h, bare_probe(h.name, 0, h.address), [])
-
+    probes = {h.name: bare_probe(h.name, 0, h.address) for h in inv.hosts}
     with pytest.raises(TransportError) as e:
-        run_up(inv, UpOptions(dry_run=True), log=RunLog(None), open_transport=opener)
+        run_up(inv, UpOptions(dry_run=True), log=RunLog(None),
+               open_transport=opener(probes, [], refuse={"w-1"}, read_exit=1))
     assert "w-1" in str(e.value)
 
 
-def test_fixable_checks_do_not_block():
+def test_only_checks_that_up_repairs_let_it_proceed():
+    """The checks up repairs never block; any other failure does (helm: nothing installs it)."""
     class H:
         def __init__(self, ids):
             self.name, self.error, self.error_kind = "h", None, None
             self.failed = [type("C", (), {"id": i})() for i in ids]
 
     class R:
-        hosts = [H(sorted(FIXED_BY_UP))]
+        def __init__(self, ids):
+            self.hosts = [H(ids)]
 
-    assert blocking_failures(R(), ()) == ({}, {})
+    repaired = PREFLIGHT.repaired_by_up
+    assert repaired and "helm" not in repaired and "swap-off" in repaired
+    assert blocking_failures(R(sorted(repaired)), (), repaired) == ({}, {})
+    assert blocking_failures(R(["swap-off", "helm", "cgroup-v2"]), ("cgroup-v2",), repaired) == \
+        ({"h": ["helm"]}, {"h": ["cgroup-v2"]})
 
 
 def test_runlog_redacts_known_and_kubeadm_printed_secrets(tmp_path):
@@ -204,7 +192,82 @@ def test_progress_reports_every_host_of_a_parallel_phase(tmp_path):
     inv = inventory(n_workers=2)
     probes = {h.name: bare_probe(h.name, i, h.address) for i, h in enumerate(inv.hosts)}
     run_up(inv, UpOptions(dry_run=True, kubeconfig_path=tmp_path / "kc"), log=RunLog(None), secrets=SECRETS,
-           progress=Recorder(), open_transport=lambda h, **kw: RecordingTransport(h, probes[h.name], []))
-    assert events[0] == ("start", "prepare hosts", 3)
-    assert sorted(e[1] for e in events[1:4]) == ["cp-1", "w-1", "w-2"] and events[4] == ("stop",)
+           progress=Recorder(), open_transport=opener(probes, [], read_exit=1))
+    i = events.index(("start", "prepare hosts", 3))
+    assert sorted(e[1] for e in events[i + 1:i + 4]) == ["cp-1", "w-1", "w-2"] and events[i + 4] == ("stop",)
     assert ("start", "join workers", 2) in events
+
+
+def wet_up(inv, tmp_path, calls, fake=None, **kw):
+    probes = {h.name: bare_probe(h.name, i, h.address) for i, h in enumerate(inv.hosts)}
+    fake = fake or opener(probes, calls)
+    opts = UpOptions(kubeconfig_path=tmp_path / "kc", poll_interval=0, wait_timeout=5, **kw)
+    return run_up(inv, opts, log=RunLog(None), open_transport=fake, secrets=SECRETS), fake
+
+
+def _executed_changes(report, calls):
+    """(host, command, stdin) of every planned change, as the gate runs it."""
+    out = []
+    for c in report.plan.changes:
+        if c.host == "local":
+            continue
+        cmd, stdin = c.remote()
+        out.append((c.host, cmd.render(), stdin))
+    return out
+
+
+def test_wet_up_executes_exactly_the_planned_changes(tmp_path):
+    calls = []
+    report, fake = wet_up(inventory(n_cp=2, n_workers=2), tmp_path, calls)
+    planned = _executed_changes(report, calls)
+    assert planned and not report.failed_hosts
+    changes = [(h, c, stdin) for h, c, stdin, _ in calls if (h, c, stdin) in planned]
+    assert sorted(changes) == sorted(planned)          # each planned change ran exactly once
+    for host in {h for h, *_ in planned}:              # ... in the plan's order on each host
+        assert [c for c in changes if c[0] == host] == [c for c in planned if c[0] == host]
+    others = [(h, c, stdin, sudo) for h, c, stdin, sudo in calls if (h, c, stdin) not in planned]
+    assert_only_reads(others)                          # everything else was a read
+    assert (tmp_path / "kc").exists() and any("token delete" in c for _, c, *_ in calls)
+    assert sorted(fake.cluster.nodes) == ["cp-1", "cp-2", "w-1", "w-2"]
+
+
+def test_dry_run_on_a_bootstrapped_cluster_reads_it_and_plans_no_kubeadm(tmp_path):
+    calls = []
+    inv = inventory(n_cp=1, n_workers=1)
+    _, fake = wet_up(inv, tmp_path, calls)
+    calls.clear()
+    report = run_up(inv, UpOptions(dry_run=True, kubeconfig_path=tmp_path / "kc2"), log=RunLog(None),
+                    open_transport=fake, secrets=SECRETS)
+    assert_only_reads(calls)
+    described = [c.description for c in report.plan.changes]
+    assert not [d for d in described if d.startswith(("kubeadm", "upload", "create")) or "Calico" in d], described
+    assert any(c.startswith("kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes,") for _, c, *_ in calls)
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("bug"), KeyboardInterrupt()])
+def test_cleanups_run_after_an_internal_error_or_an_interrupt(tmp_path, monkeypatch, failure):
+    def boom(self, ctx):
+        raise failure
+
+    monkeypatch.setattr(InstallCalico, "run", boom)
+    calls = []
+    with pytest.raises(type(failure)):
+        wet_up(inventory(n_cp=1, n_workers=1), tmp_path, calls)
+    deleted = [c for _, c, *_ in calls if c.startswith("kubeadm token delete")]
+    assert deleted == [f"kubeadm token delete {SECRETS.token.reveal().split('.')[0]}"]
+
+
+def test_a_failed_phase_reports_partial_results_and_still_cleans_up(tmp_path, monkeypatch):
+    from gpuk8s.errors import ActionFailed, ClusterStateError
+
+    def fail(self, ctx):
+        raise ClusterStateError("calico refused")
+
+    monkeypatch.setattr(InstallCalico, "run", fail)
+    calls = []
+    with pytest.raises(ActionFailed) as e:
+        wet_up(inventory(n_cp=1, n_workers=1), tmp_path, calls)
+    names = [p.name for p in e.value.report.phases]
+    assert "install Calico" in names and "join workers" not in names
+    assert names[-2:] == ["delete join token", "disconnect"]
+    assert e.value.report.error == "calico refused" and e.value.exit_code == 5

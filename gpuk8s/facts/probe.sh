@@ -1,9 +1,11 @@
 # gpuk8s probe: read-only. Prints sections, each "@@gpuk8s:NAME" on its own line followed by
-# raw output that gpuk8s/facts.py parses. Argument 1: the control-plane endpoint host (may be empty).
+# raw output that gpuk8s/facts/ parses. Arguments (gpuk8s/facts/probe.py probe_args): the
+# control-plane endpoint host (may be empty), the Kubernetes state files to look for, "--",
+# then the files gpuk8s manages to hash; gpuk8s/paths.py holds both lists.
 # It reads the paths a real server has (/sys, /proc, /etc) so each fact can be checked by hand.
 LC_ALL=C; export LC_ALL
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH; export PATH
-ep=$1
+ep=$1; [ $# -gt 0 ] && shift
 s() { printf '\n@@gpuk8s:%s\n' "$1"; }
 f() { [ -r "$1" ] && cat "$1" 2>/dev/null; return 0; }
 # Small files through the shell's own read: no process per file.
@@ -100,24 +102,20 @@ else echo efi=no; fi
 [ -z "$v" ] && command -v mokutil >/dev/null 2>&1 && t mokutil --sb-state 2>&1
 s auto_upgrades; [ -d /etc/apt ] && echo apt=yes
 s cni; for c in /etc/cni/net.d/*; do [ -e "$c" ] && printf '%s\n' "${c##*/}"; done
-s k8s_state
-for p in /etc/kubernetes/admin.conf /etc/kubernetes/kubelet.conf /etc/kubernetes/pki/ca.crt /etc/kubernetes/manifests/kube-apiserver.yaml /var/lib/etcd/member; do
-  [ -e "$p" ] && printf '%s\n' "$p"
-done
+s k8s_state; for p in "$@"; do [ "$p" = -- ] && break; [ -e "$p" ] && printf '%s\n' "$p"; done
 s selinux; r /sys/fs/selinux/enforce
 # Hashes of the files gpuk8s manages, so `up` knows what is current without asking again.
+# The arguments after "--" that are files become the only arguments: each one is shifted off
+# the front and, if present, appended, so a single sha256sum hashes them all.
 s managed_files
-set --
-for m in /etc/modules-load.d/kubernetes.conf /etc/sysctl.d/99-kubernetes.conf /etc/containerd/config.toml \
-         /etc/apt/sources.list.d/kubernetes.list /etc/apt/sources.list.d/docker.list \
-         /etc/yum.repos.d/kubernetes.repo /etc/yum.repos.d/docker-ce.repo \
-         /etc/NetworkManager/conf.d/calico.conf; do
-  [ -f "$m" ] && set -- "$@" "$m"
+m=; for p in "$@"; do
+  shift
+  if [ -n "$m" ]; then [ -f "$p" ] && set -- "$@" "$p"; elif [ "$p" = -- ]; then m=1; fi
 done
 [ $# -gt 0 ] && sha256sum -- "$@" 2>/dev/null
 s end
 }
 # Collect everything, then write it at once: one large SSH packet instead of hundreds of small ones.
-out=$(probe 2>/dev/null; echo x)
+out=$(probe "$@" 2>/dev/null; echo x)
 printf '%s' "${out%x}"
 exit 0

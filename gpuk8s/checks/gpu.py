@@ -1,0 +1,252 @@
+"""GPU checks: GPUs present, nouveau, Secure Boot, the host driver, OS consistency, upgrades.
+
+They apply to GPU hosts only (`is_gpu_host`); every other host reports `skip`.
+"""
+
+from __future__ import annotations
+
+from gpuk8s.checks.base import FAIL, PASS, SKIP, WARN, CheckContext, CheckResult, is_gpu_host
+from gpuk8s.checks.fixes import initramfs
+from gpuk8s.checks.preflight import PREFLIGHT
+from gpuk8s.facts import Facts
+from gpuk8s.inventory import Inventory
+
+
+def _host_driver_loaded(facts: Facts) -> bool:
+    """True when an NVIDIA kernel driver is already loaded on the host."""
+    return facts.nvidia_driver_version is not None or "nvidia" in facts.modules
+
+
+def driver_mode(inventory: Inventory, facts: Facts) -> str:
+    """'host' (pre-installed driver, driver.enabled=false) or 'container' (GPU Operator's driver)."""
+    wanted = inventory.gpu.driver
+    if wanted in ("host", "container"):
+        return wanted
+    return "host" if _host_driver_loaded(facts) else "container"
+
+
+def _skip_non_gpu(ctx: CheckContext, check_id: str) -> CheckResult | None:
+    """A `skip` result for a host that is not a GPU node, else None."""
+    if ctx.gpu:
+        return None
+    if ctx.host.gpu is False:
+        return CheckResult(check_id, SKIP, f"{ctx.host.name} is not a GPU node (gpu: false)")
+    return CheckResult(check_id, SKIP, f"{ctx.host.name} has no NVIDIA GPU: not a GPU node")
+
+
+@PREFLIGHT.check("gpu-present", "NVIDIA GPUs present",
+                 "A host declared `gpu: true` without a visible GPU would never get nvidia.com/gpu."
+                 )
+def check_gpu_present(ctx: CheckContext) -> CheckResult:
+    f = ctx.facts
+    if ctx.host.gpu is False:
+        extra = f" ({len(f.gpus)} NVIDIA GPU(s) found will not be used)" if f.gpus else ""
+        return CheckResult("gpu-present", SKIP, f"gpu: false in the inventory{extra}")
+    if not f.gpus:
+        if ctx.host.gpu:
+            others = (f"; only non-GPU NVIDIA functions: "
+                      f"{', '.join(g.class_id or '?' for g in f.nvidia_other_functions)}"
+                      if f.nvidia_other_functions else "")
+            return CheckResult("gpu-present", FAIL,
+                               "gpu: true in the inventory but no NVIDIA display controller "
+                               f"(PCI class 0x03xx, vendor 0x10de) is on the bus{others}",
+                               "lspci -nn -d 10de:   # reseat the card / pass the GPU through, "
+                               f"or set gpu: false for {ctx.host.name}")
+        return CheckResult("gpu-present", SKIP, "no NVIDIA GPU found: CPU-only node")
+    counts: dict[str, int] = {}
+    for g in f.gpus:
+        name = g.name or "GPU"
+        if not name.startswith(("NVIDIA", "Tesla", "Quadro")):
+            name = f"NVIDIA {name}"
+        label = f"{name} ({g.device_id})"
+        counts[label] = counts.get(label, 0) + 1
+    desc = ", ".join(f"{n} x {label}" for label, n in counts.items())
+    vfio = [g.pci_address for g in f.gpus if g.driver == "vfio-pci"]
+    if vfio:
+        return CheckResult("gpu-present", WARN,
+                           f"{desc}; {', '.join(vfio)} bound to vfio-pci (reserved for VM "
+                           "passthrough), not usable by the node",
+                           "remove the 10de device ids from vfio-pci.ids= on the kernel command "
+                           "line and /etc/modprobe.d, rebuild the initramfs, then reboot")
+    if f.nvswitch_count:
+        desc += (f"; {f.nvswitch_count} NVSwitch: Fabric Manager is required (the driver "
+                 "container installs it; with a host driver install nvidia-fabricmanager)")
+    return CheckResult("gpu-present", PASS, desc)
+
+
+@PREFLIGHT.check("nouveau-off", "nouveau driver not loaded",
+                 "With nouveau loaded the NVIDIA driver cannot load and GPU Operator pods stay in "
+                 "Init (DOMAIN 6 #13).")
+def check_nouveau_off(ctx: CheckContext) -> CheckResult:
+    skip = _skip_non_gpu(ctx, "nouveau-off")
+    if skip:
+        return skip
+    f = ctx.facts
+    blacklist = ("printf 'blacklist nouveau\\noptions nouveau modeset=0\\n' > "
+                 f"/etc/modprobe.d/blacklist-nouveau.conf\n{initramfs(ctx)}")
+    if f.nouveau_loaded:
+        return CheckResult("nouveau-off", FAIL,
+                           "the nouveau module is loaded: the NVIDIA driver cannot bind the GPU",
+                           f"{blacklist}\nreboot")
+    if not f.nouveau_blacklisted and any(g.driver == "nvidia" for g in f.gpus):
+        return CheckResult("nouveau-off", PASS,
+                           "nouveau is not loaded; the NVIDIA host driver is bound to the GPUs")
+    if not f.nouveau_blacklisted:
+        return CheckResult("nouveau-off", WARN,
+                           "nouveau is not loaded but not blacklisted either: it may load on "
+                           "the next boot", blacklist)
+    return CheckResult("nouveau-off", PASS, "nouveau is not loaded and is blacklisted")
+
+
+@PREFLIGHT.check("secure-boot", "Secure Boot vs. driver container",
+                 "With Secure Boot on, the kernel rejects the unsigned modules the driver "
+                 "container builds (DOMAIN 6 #14).")
+def check_secure_boot(ctx: CheckContext) -> CheckResult:
+    skip = _skip_non_gpu(ctx, "secure-boot")
+    if skip:
+        return skip
+    f = ctx.facts
+    mode = driver_mode(ctx.inventory, f)
+    if f.secure_boot is None:
+        return CheckResult("secure-boot", WARN,
+                           "Secure Boot state unknown (no SecureBoot EFI variable readable and "
+                           "no mokutil)", "mokutil --sb-state")
+    if not f.secure_boot:
+        why = "legacy BIOS boot" if f.uefi is False else "UEFI, Secure Boot disabled"
+        return CheckResult("secure-boot", PASS, f"Secure Boot is off ({why})")
+    if mode == "host":
+        if _host_driver_loaded(f):
+            ver = f" {f.nvidia_driver_version}" if f.nvidia_driver_version else ""
+            return CheckResult("secure-boot", PASS,
+                               f"Secure Boot is on; the host driver{ver} is loaded, so its "
+                               "modules are signed")
+        return CheckResult("secure-boot", WARN,
+                           "Secure Boot is on and gpu.driver is host, but no NVIDIA module is "
+                           "loaded: the host driver must be signed (or its key enrolled)",
+                           "mokutil --sb-state; modinfo -F signer nvidia")
+    ubuntu = ("\n# or install a signed host driver: ubuntu-drivers install --gpgpu "
+              "nvidia:580-server && reboot   (then gpu.driver: host)"
+              if ctx.facts.os.id == "ubuntu" else
+              "\n# or pre-install a signed NVIDIA driver and set gpu.driver: host")
+    return CheckResult("secure-boot", FAIL,
+                       "Secure Boot is on and the GPU Operator would build the driver in a "
+                       "container: the kernel rejects its unsigned modules "
+                       "(\"Operation not permitted\")",
+                       "mokutil --disable-validation && reboot   # confirm in MokManager, or "
+                       f"disable Secure Boot in the UEFI setup{ubuntu}")
+
+
+@PREFLIGHT.check("nvidia-driver", "Host NVIDIA driver",
+                 "A pre-installed driver requires driver.enabled=false; otherwise the driver pod "
+                 "fails 'module already loaded' (DOMAIN 6 #16).")
+def check_nvidia_driver(ctx: CheckContext) -> CheckResult:
+    skip = _skip_non_gpu(ctx, "nvidia-driver")
+    if skip:
+        return skip
+    f = ctx.facts
+    wanted = ctx.inventory.gpu.driver
+    loaded = _host_driver_loaded(f)
+    ver = f.nvidia_driver_version or "(unknown version)"
+    purge = ("apt-get purge -y '*nvidia*' && apt-get autoremove -y" if ctx.family == "debian"
+             else "dnf remove -y '*nvidia*'" if ctx.family == "rhel"
+             else "apt-get purge -y '*nvidia*' || dnf remove -y '*nvidia*'")
+    if loaded and wanted == "container":
+        return CheckResult("nvidia-driver", FAIL,
+                           f"host driver {ver} is loaded but gpu.driver is container: the driver "
+                           "pod would fail with 'module already loaded'",
+                           f"{purge}\nreboot   # or set gpu.driver: host (or auto) in "
+                           f"{ctx.inventory.path}")
+    if loaded:
+        if f.nvidia_smi_ok:
+            return CheckResult("nvidia-driver", PASS,
+                               f"host driver {ver}: GPU Operator will use driver.enabled=false")
+        err = f.nvidia_smi_error or "nvidia-smi is not installed"
+        return CheckResult("nvidia-driver", WARN,
+                           f"nvidia module {ver} is loaded but nvidia-smi fails: {err}",
+                           "nvidia-smi; dmesg | grep -i -e NVRM -e Xid   # repair or reinstall "
+                           "the host driver, then reboot")
+    if wanted == "host":
+        return CheckResult("nvidia-driver", FAIL,
+                           "gpu.driver is host but no NVIDIA kernel module is loaded",
+                           ("ubuntu-drivers install --gpgpu nvidia:580-server && reboot"
+                            if ctx.facts.os.id == "ubuntu" else
+                            "install the NVIDIA driver on the host and reboot")
+                           + f"\n# or set gpu.driver: container in {ctx.inventory.path}")
+    if f.nvidia_smi_ok is False:
+        return CheckResult("nvidia-driver", PASS,
+                           "no host driver (nvidia-smi is installed but reaches no driver): "
+                           "GPU Operator deploys the driver container")
+    return CheckResult("nvidia-driver", PASS,
+                       "no host driver: GPU Operator deploys the driver container "
+                       "(driver.enabled=true)")
+
+
+@PREFLIGHT.check("gpu-os-consistent", "Same OS on all driver-container GPU nodes",
+                 "The GPU Operator requires one OS version on all GPU nodes using its driver "
+                 "container (DOMAIN 5.1).")
+def check_gpu_os_consistent(ctx: CheckContext) -> CheckResult:
+    skip = _skip_non_gpu(ctx, "gpu-os-consistent")
+    if skip:
+        return skip
+    f = ctx.facts
+    if driver_mode(ctx.inventory, f) == "host":
+        return CheckResult("gpu-os-consistent", PASS,
+                           "uses the host driver: the OS need not match other GPU nodes")
+    mine = (f.os.id, f.os.version_id)
+    differ = []
+    peers = 0
+    for name, other in ctx.others():
+        try:
+            spec = ctx.inventory.host(name)
+        except KeyError:
+            continue
+        if not is_gpu_host(spec, other) or driver_mode(ctx.inventory, other) == "host":
+            continue
+        peers += 1
+        if (other.os.id, other.os.version_id) != mine:
+            differ.append(f"{name} ({other.os.id} {other.os.version_id})")
+    label = f"{mine[0]} {mine[1]}"
+    if differ:
+        return CheckResult("gpu-os-consistent", FAIL,
+                           f"this host runs {label} but driver-container GPU nodes "
+                           f"{', '.join(differ)} differ",
+                           "reinstall the GPU nodes with one OS version, or pre-install the "
+                           "driver on the odd ones and set gpu.driver: host")
+    return CheckResult("gpu-os-consistent", PASS,
+                       f"{label}, same as {peers} other GPU node(s)" if peers
+                       else f"{label} (the only driver-container GPU node reachable)")
+
+
+@PREFLIGHT.check("unattended-upgrades", "Automatic kernel upgrades off",
+                 "An unattended kernel upgrade can land on a kernel the driver container cannot "
+                 "build for (DOMAIN 5.8, 6 #15).")
+def check_unattended_upgrades(ctx: CheckContext) -> CheckResult:
+    skip = _skip_non_gpu(ctx, "unattended-upgrades")
+    if skip:
+        return skip
+    f = ctx.facts
+    if f.unattended_upgrades:
+        if any(v.get("enabled") == "enabled" for k, v in f.services.items()
+               if k.startswith("dnf-automatic")):
+            return CheckResult("unattended-upgrades", WARN,
+                               "dnf-automatic timers are enabled: a kernel update may outrun "
+                               "the GPU driver",
+                               "systemctl disable --now dnf-automatic.timer "
+                               "dnf-automatic-install.timer")
+        return CheckResult("unattended-upgrades", WARN,
+                           "unattended-upgrades is on (APT::Periodic::Unattended-Upgrade \"1\"): "
+                           "a kernel upgrade may outrun the GPU driver",
+                           "apt-get remove -y unattended-upgrades   # or keep it and turn it off:\n"
+                           "printf 'APT::Periodic::Update-Package-Lists \"1\";\\n"
+                           "APT::Periodic::Unattended-Upgrade \"0\";\\n' > "
+                           "/etc/apt/apt.conf.d/20auto-upgrades")
+    if f.unattended_upgrades is None:
+        if f.services.get("unattended-upgrades", {}).get("enabled") == "enabled":
+            return CheckResult("unattended-upgrades", PASS,
+                               "unattended-upgrades is installed but 20auto-upgrades is missing, "
+                               "so it never runs")
+        return CheckResult("unattended-upgrades", WARN,
+                           "could not determine whether automatic upgrades are on",
+                           "cat /etc/apt/apt.conf.d/20auto-upgrades; "
+                           "systemctl is-enabled dnf-automatic.timer")
+    return CheckResult("unattended-upgrades", PASS, "automatic upgrades are off")
