@@ -11,7 +11,7 @@ One run brings up N lab hosts (real sshd each, realistic GPU workers and control
 for every repeat, runs the three contenders back to back in an order that changes per repeat:
 
   gpuk8s    python3 -m gpuk8s preflight -i INV --json  (wall time; CPU of that process via wait4)
-  openssh   N `ssh ... sh -s -- k8s-api.lab < gpuk8s/probe.sh`, all started at once (the floor)
+  openssh   N `ssh ... sh -s -- k8s-api.lab PATHS... < gpuk8s/facts/probe.sh`, all started at once (the floor)
   ansible   ansible all -m setup -f N  (same key and known_hosts, strict host key checking)
 
 Raw seconds vary (sshd, the probes and the client share the machine's CPUs), so the targets are
@@ -44,9 +44,13 @@ sys.path.insert(0, str(REPO))
 from tests.lab.fixture import GPU, HostFixture  # noqa: E402
 from bench._common import precompile_package  # noqa: E402
 from tests.lab.lab import Lab, LabError  # noqa: E402
+from gpuk8s.facts.probe import probe_args  # noqa: E402
+from gpuk8s.shell import Cmd  # noqa: E402
 
-PROBE = REPO / "gpuk8s" / "probe.sh"
+PROBE = REPO / "gpuk8s" / "facts" / "probe.sh"
 ENDPOINT_HOST = "k8s-api.lab"
+# The probe's own command line (the paths it hashes travel as arguments), exactly as gpuk8s sends it.
+PROBE_COMMAND = Cmd("sh", "-s", "--", *probe_args(ENDPOINT_HOST)).render()
 SETTLE_S = 2.0                 # pause before each timed run
 RUN_TIMEOUT = 600.0            # any single contender run is killed after this many seconds
 
@@ -200,7 +204,7 @@ class Bench:
         files = []
         t0 = time.perf_counter()
         for name in self.lab.names():
-            argv = self.lab.ssh_argv(name) + ["--", f"sh -s -- {ENDPOINT_HOST}"]
+            argv = self.lab.ssh_argv(name) + ["--", PROBE_COMMAND]
             fi = open(PROBE, "rb")
             fo = open(self.work / f"ssh-{name}.out", "wb")
             fe = open(self.work / f"ssh-{name}.err", "wb")

@@ -11,7 +11,7 @@ from typing import Iterable
 from gpuk8s.checks.base import CheckContext
 from gpuk8s.packages import packages_for
 from gpuk8s.shell import quote
-from gpuk8s.versions import Release, parse_version
+from gpuk8s.versions import CRI_V1, CRI_V2, CRI_V3, Release, native_config_version, parse_version
 
 KUBE_TOOLS = ("kubelet", "kubeadm", "kubectl")   # in the order the fixes install them
 
@@ -70,16 +70,16 @@ SYSCTL_FIX = (
 def containerd_table(version: int | None) -> str:
     """The runc options table that holds SystemdCgroup for a config file version."""
     if version is not None and version >= 3:
-        return "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]"
+        return f"[plugins.'{CRI_V3.runtime}'.containerd.runtimes.runc.options]"
     if version == 1:
-        return "[plugins.cri.containerd.runtimes.runc.options]"
-    return '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]'
+        return f"[plugins.{CRI_V1.runtime}.containerd.runtimes.runc.options]"
+    return f'[plugins."{CRI_V2.runtime}".containerd.runtimes.runc.options]'
 
 
 def containerd_regen_fix(ctx: CheckContext) -> str:
     """Regenerate a full native config from the installed binary, set SystemdCgroup, verify."""
     v = parse_version(ctx.facts.containerd_version)
-    native = 3 if (v and v[0] >= 2) else 2
+    native = native_config_version(".".join(map(str, v))) if v else 2
     return ("cp -a /etc/containerd/config.toml /etc/containerd/config.toml.bak 2>/dev/null; "
             "mkdir -p /etc/containerd\n"
             "containerd config default > /etc/containerd/config.toml\n"

@@ -8,7 +8,7 @@ from gpuk8s.checks.preflight import PREFLIGHT
 from gpuk8s.packages import RECOMMENDED_BINARIES, REQUIRED_BINARIES
 from gpuk8s.paths import CNI_CONF_DIR
 from gpuk8s.shell import quote
-from gpuk8s.versions import HELM_MIN, parse_version
+from gpuk8s.versions import CRI_V2, CRI_V3, HELM_MIN, native_config_version, parse_version
 
 CONTAINERD_OLDEST = (1, 7)                 # 1.6 is EOL; anything older has no CRI v1
 CALICO_CNI_FILES = ("10-calico.conflist", "calico-kubeconfig")
@@ -141,7 +141,7 @@ def check_containerd_config_version(ctx: CheckContext) -> CheckResult:
         who = f"containerd {ctx.release.containerd} (installed by gpuk8s up)"
     else:
         who = f"containerd {ctx.facts.containerd_version}"
-    native = 3 if v and v[0] >= 2 else 2
+    native = native_config_version(".".join(map(str, v))) if v else 2
     fix = containerd_regen_fix(ctx)
     if cfg.version == native:
         return CheckResult("containerd-config-version", PASS,
@@ -150,7 +150,7 @@ def check_containerd_config_version(ctx: CheckContext) -> CheckResult:
         return CheckResult("containerd-config-version", FAIL,
                            f"config version {cfg.version} cannot be read by {who} "
                            f"(expects version {native})", fix)
-    if cfg.version == 1 and native == 3:
+    if cfg.version == 1 and native >= 3:
         return CheckResult("containerd-config-version", FAIL,
                            f"config version 1 was removed in containerd 2.0 ({who})", fix)
     return CheckResult("containerd-config-version", WARN,
@@ -171,9 +171,9 @@ def check_containerd_sandbox_image(ctx: CheckContext) -> CheckResult:
         return not_supported(ctx, "containerd-sandbox-image")
     want = ctx.release.pause_image
     if (cfg.version or 1) >= 3:
-        where = "[plugins.'io.containerd.cri.v1.images'.pinned_images] sandbox"
+        where = f"[plugins.'{CRI_V3.images}'.pinned_images] sandbox"
     else:
-        where = '[plugins."io.containerd.grpc.v1.cri"] sandbox_image'
+        where = f'[plugins."{CRI_V2.images}"] sandbox_image'
     fix = f"# set in /etc/containerd/config.toml: {where} = '{want}'\nsystemctl restart containerd"
     if cfg.sandbox_image == want:
         return CheckResult("containerd-sandbox-image", PASS, f"sandbox image {want}")

@@ -15,9 +15,11 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-_CRI_V2 = "io.containerd.grpc.v1.cri"          # config version 2 (containerd 1.x)
-_CRI_V3_RUNTIME = "io.containerd.cri.v1.runtime"  # config version 3 (containerd 2.x)
-_CRI_V3_IMAGES = "io.containerd.cri.v1.images"
+from gpuk8s.versions import CRI_PLUGIN_IDS, CRI_V2, CRI_V3
+
+_CRI_V2 = CRI_V2.runtime              # config version 2 (containerd 1.x)
+_CRI_V3_RUNTIME = CRI_V3.runtime      # config versions 3 and 4 (containerd 2.x)
+_CRI_V3_IMAGES = CRI_V3.images
 
 
 def parse_containerd_version(text: str | None) -> str | None:
@@ -60,7 +62,7 @@ def _parse_containerd_config(text: str | None) -> ContainerdConfig:
         return cfg
     cfg.version = int(data.get("version", 1))
     disabled = data.get("disabled_plugins") or []
-    cfg.cri_disabled = any(p in ("cri", _CRI_V2, _CRI_V3_RUNTIME) for p in disabled)
+    cfg.cri_disabled = any(p in CRI_PLUGIN_IDS[:3] for p in disabled)
     plugins = data.get("plugins") or {}
     v1_opts = _dig(plugins, "cri", "containerd", "runtimes", "runc", "options")
     v2_opts = _dig(plugins, _CRI_V2, "containerd", "runtimes", "runc", "options")

@@ -9,57 +9,39 @@ through the `yaml` filter, which emits a quoted scalar that round-trips through 
 plain-text templates (apt/yum repositories) only take values through `line`, which refuses
 control characters. Secrets go into file content only; RenderedFile.masked() shows them as ***.
 
-This package re-exports the names of the former gpuk8s/render.py, so existing imports keep working.
+The names callers use are re-exported here.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from gpuk8s.inventory import API_SERVER_PORT
 from gpuk8s.paths import (CNI_BIN_DIR, CNI_CONF_DIR, CONTAINERD_CONFIG, KUBEADM_INIT_CONFIG,
                           KUBEADM_JOIN_CONFIG, MODULES_FILE, SYSCTL_FILE)
-from gpuk8s.paths import K8S_APT_KEYRING as APT_KEYRING
-from gpuk8s.paths import K8S_APT_SOURCE as APT_SOURCE_FILE
-from gpuk8s.paths import K8S_YUM_REPO as YUM_REPO_FILE
 from gpuk8s.render.base import (ClusterSecrets, RenderedFile, plain_line, render_template,
                                 template_text, yaml_scalar)
 from gpuk8s.render.calico import CALICO_INSTALLATION, calico_installation, calico_manifest_urls
 from gpuk8s.render.containerd import containerd_config, containerd_config_file, tomllib
 from gpuk8s.render.host import modules_file, networkmanager_calico_file, sysctl_file
-from gpuk8s.render.kubeadm import (CONTROL_PLANE_TAINT_KEY, control_plane_endpoint,
-                                   kubeadm_init_config, kubeadm_join_config,
-                                   node_ip, node_labels_after_join, node_labels_for_kubelet)
+from gpuk8s.render.kubeadm import (CONTROL_PLANE_TAINT_KEY, kubeadm_init_config, kubeadm_join_config,
+                                   node_labels_after_join, node_labels_for_kubelet)
 from gpuk8s.render.packages import (docker_key_url, docker_repo_file, os_family_of,
                                     package_key_url, package_repo_file, package_repo_url)
 from gpuk8s.render.placeholders import PLACEHOLDER_CA_HASH, PLACEHOLDER_SECRETS, containerd_default
 from gpuk8s.render.tree import render_all, write_tree
-from gpuk8s.versions import Release, native_config_version
+from gpuk8s.versions import native_config_version
 
-# Former name of placeholders.containerd_default.
-shipped_containerd_default = containerd_default
-
-
-def release_for_inventory(inv: Any) -> Release:
-    """Alias of Inventory.release (versions resolved at load), kept while callers move to it."""
-    return inv.release
-
-
-def kubernetes_patch(inv: Any, release: Release | None = None) -> str:
-    """Alias of Inventory.release.patch, kept while callers move to it."""
-    return inv.release.patch
 
 
 __all__ = [
-    "API_SERVER_PORT", "APT_KEYRING", "APT_SOURCE_FILE", "CALICO_INSTALLATION", "CNI_BIN_DIR",
+    "API_SERVER_PORT", "CALICO_INSTALLATION", "CNI_BIN_DIR",
     "CNI_CONF_DIR", "CONTAINERD_CONFIG", "CONTROL_PLANE_TAINT_KEY", "ClusterSecrets",
     "KUBEADM_INIT_CONFIG", "KUBEADM_JOIN_CONFIG", "MODULES_FILE", "PLACEHOLDER_CA_HASH",
-    "PLACEHOLDER_SECRETS", "RenderedFile", "SYSCTL_FILE", "YUM_REPO_FILE", "calico_installation",
+    "PLACEHOLDER_SECRETS", "RenderedFile", "SYSCTL_FILE", "calico_installation",
     "calico_manifest_urls", "containerd_config", "containerd_config_file", "containerd_default",
-    "control_plane_endpoint", "docker_key_url", "docker_repo_file", "kubeadm_init_config",
-    "kubeadm_join_config", "kubernetes_patch", "modules_file", "native_config_version",
-    "networkmanager_calico_file", "node_ip", "node_labels_after_join", "node_labels_for_kubelet",
+    "docker_key_url", "docker_repo_file", "kubeadm_init_config",
+    "kubeadm_join_config", "modules_file", "native_config_version",
+    "networkmanager_calico_file", "node_labels_after_join", "node_labels_for_kubelet",
     "os_family_of", "package_key_url", "package_repo_file", "package_repo_url", "plain_line",
-    "release_for_inventory", "render_all", "render_template", "shipped_containerd_default",
+    "render_all", "render_template",
     "sysctl_file", "template_text", "tomllib", "write_tree", "yaml_scalar",
 ]

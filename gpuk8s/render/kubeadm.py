@@ -31,16 +31,6 @@ _KUBELET_LABELS = frozenset({
 _KUBELET_LABEL_NAMESPACES = ("kubelet.kubernetes.io", "node.kubernetes.io")
 
 
-def node_ip(host: Any) -> str | None:
-    """Alias of HostSpec.internal_ip, kept while callers move to it."""
-    return host.internal_ip
-
-
-def control_plane_endpoint(inv: Any) -> str:
-    """Alias of Inventory.control_plane_endpoint, kept while callers move to it."""
-    return inv.control_plane_endpoint
-
-
 def _label_namespace(key: str) -> str:
     return key.split("/", 1)[0] if "/" in key else ""
 

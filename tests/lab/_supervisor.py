@@ -102,6 +102,9 @@ def setup_host(spec: dict, root_pid: int) -> list[socket.socket]:
     # /proc: per-host files bound over the real ones; /proc/driver replaced by a prepared tree.
     for name in spec["proc_files"]:
         mount(os.path.join(hostdir, "proc", name), "/proc/" + name, None, MS_BIND)
+    for name in spec.get("proc_files_if_present", []):   # a new entry cannot be made in procfs
+        if os.path.exists("/proc/" + name):
+            mount(os.path.join(hostdir, "proc", name), "/proc/" + name, None, MS_BIND)
     if os.path.isdir("/proc/driver"):
         mount("none", "/proc/driver", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=555")
         shutil.copytree(os.path.join(hostdir, "proc_driver"), "/proc/driver", dirs_exist_ok=True)

@@ -284,6 +284,7 @@ class HostFixture:
     containerd: str | None = None               # "2.1.4"; None: not installed
     containerd_config: str | None = DEFAULT     # file text; DEFAULT: generated, SystemdCgroup = true
     containerd_active: bool = True
+    containerd_build: str = "docker"            # docker (containerd.io) | upstream | distro (containerd: "1.7.28-0ubuntu1~24.04.1")
     kube: str | None = None                     # shorthand for kubeadm = kubelet = kubectl
     kubeadm: str | None = DEFAULT
     kubelet: str | None = DEFAULT
@@ -490,13 +491,30 @@ def _fake_commit(version: str) -> str:
     return hashlib.sha1(f"containerd {version}".encode()).hexdigest()
 
 
-def containerd_version_line(version: str) -> str:
-    """`containerd --version` as the real packages print it (1.x: containerd.io, 2.x: upstream)."""
+def containerd_version_line(version: str, build: str = "docker") -> str:
+    """`containerd --version` as each build prints it:
+
+    - "docker", the containerd.io package of download.docker.com: `containerd containerd.io 1.7.27
+      <sha>`, and from 2.0 `containerd containerd.io v2.2.1 dea7da59...` (the v appears with 2.x;
+      outputs quoted in public install logs of containerd.io 2.1.5, 2.2.1 and 2.2.3);
+    - "upstream", the release tarballs of github.com/containerd/containerd: `containerd
+      github.com/containerd/containerd v1.7.15 926c9586...` (containerd/containerd#10144),
+      `containerd github.com/containerd/containerd/v2 v2.0.0 <sha>` for 2.x;
+    - "distro", Debian/Ubuntu's own containerd package: the package version and no commit,
+      `containerd github.com/containerd/containerd 1.3.3-0ubuntu2` (as containerd's own
+      version-parsing tests list `1.5.2-0ubuntu1~21.04.2`); `version` is then the package version.
+    """
     v = version.lstrip("v")
     commit = _CONTAINERD_COMMITS.get(v, _fake_commit(v))
-    if int(v.split(".")[0]) >= 2:
-        return f"containerd github.com/containerd/containerd/v2 v{v} {commit}"
-    return f"containerd containerd.io {v} {commit}"
+    major = int(v.split(".")[0])
+    if build == "distro":
+        return f"containerd github.com/containerd/containerd {v}"
+    if build == "upstream":
+        module = "github.com/containerd/containerd/v2" if major >= 2 else "github.com/containerd/containerd"
+        return f"containerd {module} v{v} {commit}"
+    if build != "docker":
+        raise ValueError(f"containerd build {build!r}: docker, upstream or distro")
+    return f"containerd containerd.io {'v' if major >= 2 else ''}{v} {commit}"
 
 
 def kubectl_version_text(version: str) -> str:

@@ -47,7 +47,8 @@ HERE = Path(__file__).resolve().parent
 SIM_DIR = HERE / "sim"
 SUPERVISOR = HERE / "_supervisor.py"
 REPO = HERE.parent.parent
-PROBE_SCRIPT = REPO / "gpuk8s" / "probe.sh"
+# The probe moved into the facts package; either layout works.
+PROBE_SCRIPT = REPO / "gpuk8s" / "facts" / "probe.sh"
 
 LAB_DIR_PREFIX = "gpuk8s-lab-"
 IFACE_PREFIX = "gl"                  # gl<owner pid, 6 hex><lab counter, 1 hex>{b | v<n>}
@@ -64,6 +65,11 @@ HISTCONTROL=ignoreboth
 """
 SERVER_PROFILE = """# ~/.profile: executed by the command interpreter for login shells (a stock server's).
 if [ -n "$BASH_VERSION" ] && [ -f "$HOME/.bashrc" ]; then . "$HOME/.bashrc"; fi
+"""
+SYSCTL_README = """Kernel system variables configuration files
+
+Files found in this directory will be read by sysctl --system, in the lexical order of
+their names. See sysctl.d(5) for the file format.
 """
 OVERLAY_TREES = ("/etc", "/usr", "/var", "/opt", "/root", "/home", "/srv")   # at least these
 NOT_OVERLAID = {"proc", "sys", "dev", "run", "tmp", "lost+found"}
@@ -382,9 +388,12 @@ class Lab:
 
     def probe(self, name: str, *, user: str = "root", sudo: bool = False, endpoint_host: str | None = None,
               timeout: float = 60) -> str:
-        """Run gpuk8s/probe.sh over SSH like the tool does; returns its raw output."""
+        """Run gpuk8s/facts/probe.sh over SSH like the tool does; returns its raw output."""
+        from gpuk8s.facts.probe import probe_args
+        from gpuk8s.shell import Cmd
+
         ep = endpoint_host if endpoint_host is not None else self.endpoint.rsplit(":", 1)[0]
-        cmd = f"sh -s -- {ep}"
+        cmd = Cmd("sh", "-s", "--", *probe_args(ep)).render()
         if sudo:
             cmd = "sudo -n -- " + cmd
         r = self.ssh(name, cmd, user=user, input=PROBE_SCRIPT.read_text(), timeout=timeout)
@@ -687,6 +696,8 @@ class Lab:
                 "sysctls": sysctls, "hide_bridge_sysctls": "br_netfilter" not in fx.modules,
                 "cgroup": fx.cgroup_version,
                 "proc_files": ["swaps", "meminfo", "filesystems", "cmdline"],
+                # bound only where this kernel has the file (CONFIG_MODULES=n kernels have none)
+                "proc_files_if_present": ["modules"],
                 "overlays": _get_machine().trees,
                 "listen": sorted(set(fx.listening_ports) - {fx.ssh_port}),
             })
@@ -1059,12 +1070,15 @@ LogLevel INFO
                 self.write(f"{d}/versions/{tool}", version.lstrip("v") + "\n")
         if fx.containerd:
             self.mkdir(f"{d}/containerd")
-            self.write(f"{d}/containerd/version_line", containerd_version_line(fx.containerd) + "\n")
-            self.write(f"{d}/containerd/default.toml", containerd_default_config(fx.containerd))
+            self.write(f"{d}/containerd/version_line",
+                       containerd_version_line(fx.containerd, fx.containerd_build) + "\n")
+            self.write(f"{d}/containerd/default.toml", containerd_default_config(fx.containerd.split("-")[0]))
         # What the package manager simulator considers installed (name -> package version).
         deb = fx.family == "debian"
         packages: dict[str, str] = {}
-        if fx.containerd:
+        if fx.containerd and fx.containerd_build == "distro":
+            packages["containerd"] = fx.containerd
+        elif fx.containerd:
             packages["containerd.io"] = f"{fx.containerd}-1" + ("" if deb else ".el9")
         for tool in ("kubeadm", "kubelet", "kubectl"):
             version = getattr(fx, tool)
@@ -1115,6 +1129,19 @@ LogLevel INFO
                 self.write(f"/etc/cni/net.d/{fname}", content)
         else:
             self.hide("/etc/cni")
+        # sysctl configuration: a stock server's (Debian/Ubuntu procps and systemd files), never
+        # this machine's, so `sysctl --system` reads the same files on every runner.
+        self.mkdir("/etc/sysctl.d", opaque=True)
+        self.write("/etc/sysctl.d/README.sysctl", SYSCTL_README)
+        self.symlink("/etc/sysctl.d/99-sysctl.conf", "../sysctl.conf")
+        self.write("/etc/sysctl.conf", "#\n# /etc/sysctl.conf - Configuration file for setting system variables\n"
+                   "# See /etc/sysctl.d/ for additional system variables.\n# See sysctl.conf (5) for information.\n#\n")
+        self.mkdir("/usr/lib/sysctl.d", opaque=True)
+        self.write("/usr/lib/sysctl.d/50-pid-max.conf", "# This file is part of systemd.\n"
+                   "# Bump the numeric PID range to make PID collisions less likely.\nkernel.pid_max = 4194304\n")
+        self.write("/usr/lib/sysctl.d/99-protect-links.conf", "# Protected links\nfs.protected_fifos = 1\n"
+                   "fs.protected_hardlinks = 1\nfs.protected_regular = 2\nfs.protected_symlinks = 1\n")
+        self.hide("/usr/local/lib/sysctl.d")
         # nouveau blacklist
         if fx.nouveau_blacklisted:
             self.write("/etc/modprobe.d/blacklist-nouveau.conf", "blacklist nouveau\noptions nouveau modeset=0\n")
@@ -1181,12 +1208,8 @@ LogLevel INFO
                 ln(f"{rel}/driver", f"../../../bus/pci/drivers/{dev['driver']}")
                 # and the driver's side of the binding, as in real sysfs
                 ln(f"bus/pci/drivers/{dev['driver']}/{dev['address']}", f"../../../../{rel}")
-        modules = set(fx.modules)
-        if fx.nvidia_driver:
-            modules |= {"nvidia", "nvidia_uvm", "nvidia_modeset", "nvidia_drm"}
-        if fx.nouveau:
-            modules.add("nouveau")
-        for mod in sorted(modules):
+        (root / "module").mkdir(parents=True, exist_ok=True)
+        for mod in _loaded_modules(fx):
             (root / "module" / mod).mkdir(parents=True, exist_ok=True)
             w(f"module/{mod}/initstate", "live\n")
         if fx.nvidia_driver:
@@ -1245,6 +1268,36 @@ LogLevel INFO
                 cmdline = (f"BOOT_IMAGE=(hd0,gpt2)/vmlinuz-{kernel} root=/dev/mapper/rl-root ro "
                            "crashkernel=1G-4G:192M,4G-64G:256M,64G-:512M rd.lvm.lv=rl/root rd.lvm.lv=rl/swap")
         (d / "cmdline").write_text(cmdline + "\n")
+        # /proc/modules from the fixture, never this machine's (whose br_netfilter or nouveau would
+        # show on every host). Format of kernel/module/procfs.c m_show() (Linux v6.8): name, size,
+        # use count, users ("-" when none), state, address (0x0... with kptr_restrict), taints.
+        (d / "modules").write_text("".join(_proc_modules_line(m) for m in _loaded_modules(fx)))
+
+
+def _loaded_modules(fx: HostFixture) -> list[str]:
+    """The kernel modules loaded on the host, as the fixture says (/sys/module, /proc/modules)."""
+    modules = set(fx.modules)
+    if fx.nvidia_driver:
+        modules |= {"nvidia", "nvidia_uvm", "nvidia_modeset", "nvidia_drm"}
+    if fx.nouveau:
+        modules.add("nouveau")
+    return sorted(modules)
+
+
+# Sizes and users as a stock Ubuntu 24.04 kernel shows them; nvidia's proprietary/out-of-tree
+# modules carry the (POE) taint flags (kernel/module/main.c module_flags()).
+_MODULE_LINES = {
+    "overlay": "212992 0 -", "br_netfilter": "32768 0 -", "nf_conntrack": "196608 0 -",
+    "ip_vs": "204800 0 -", "nouveau": "3096576 0 -",
+    "nvidia": "104071168 2 nvidia_uvm,nvidia_modeset,", "nvidia_uvm": "2076672 0 -",
+    "nvidia_modeset": "1638400 1 nvidia_drm,", "nvidia_drm": "135168 0 -",
+}
+
+
+def _proc_modules_line(name: str) -> str:
+    rest = _MODULE_LINES.get(name, "65536 0 -")
+    taint = " (POE)" if name.startswith("nvidia") else ""
+    return f"{name} {rest} Live 0x0000000000000000{taint}\n"
 
 
 def _units(fx: HostFixture) -> dict[str, tuple[str, str]]:

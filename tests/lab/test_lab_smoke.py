@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from gpuk8s.facts import parse_probe
+from gpuk8s.facts.probe import probe_args
+from gpuk8s.shell import Cmd
 from gpuk8s.inventory import load_inventory
 from tests.lab.fixture import ALICE_PASSWORD, GPU, HostFixture, containerd_config, DOCKER_CONTAINERD_CONFIG
-from tests.lab.lab import IFACE_PREFIX, LAB_DIR_PREFIX, Lab
+from tests.lab.lab import IFACE_PREFIX, LAB_DIR_PREFIX, PROBE_SCRIPT, Lab
 
 pytestmark = pytest.mark.lab
 
@@ -59,9 +61,8 @@ def openssh(lab: Lab, name: str, command: str, user: str = "root", stdin: str | 
 
 
 def probe_facts(lab: Lab, name: str, user: str = "root", sudo: bool = False):
-    script = Path("gpuk8s/probe.sh").read_text() if Path("gpuk8s/probe.sh").exists() else None
-    assert script is not None, "run the lab tests from the repository root"
-    cmd = "sh -s -- k8s-api.lab"
+    script = PROBE_SCRIPT.read_text()      # gpuk8s/facts/probe.sh, with the tool's arguments
+    cmd = Cmd("sh", "-s", "--", *probe_args("k8s-api.lab")).render()
     if sudo:
         cmd = "sudo -n -- " + cmd
     r = openssh(lab, name, cmd, user=user, stdin=script)
@@ -156,7 +157,7 @@ def test_nvidia_smi_real_formats(lab3: Lab) -> None:
     r = openssh(lab3, "cp-1", "containerd --version; kubectl version --client; kubelet --version; "
                               "kubeadm version -o short; helm version --short; mokutil --sb-state")
     assert r.stdout.splitlines() == [
-        "containerd github.com/containerd/containerd/v2 v2.1.4 75cb2b7193e4e490e9fbdc236c0e811ccaba3376",
+        "containerd containerd.io v2.1.4 75cb2b7193e4e490e9fbdc236c0e811ccaba3376",
         "Client Version: v1.36.2", "Kustomize Version: v5.7.1", "Kubernetes v1.36.2", "v1.36.2",
         "v3.19.0+g3d8990f", "SecureBoot disabled"]
     r = openssh(lab3, "gpu-2", "mokutil --sb-state; echo rc=$?")
@@ -387,9 +388,12 @@ def test_containerd_config_dump_merges_defaults_and_migrates(lab3: Lab) -> None:
         assert got["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["runc"]["options"][
             "SystemdCgroup"] is True
         assert got["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"]
-        # version 1 was removed in containerd 2.0
+        # version 1 (and a file without `version`): containerd 2.x migrates it, short names and all
         r = dump("[plugins.cri]\n  sandbox_image = \"registry.k8s.io/pause:3.8\"\n")
-        assert r.returncode == 1 and "unsupported config version `1`" in r.stderr
+        assert r.returncode == 0, r.stderr
+        got = tomllib.loads(r.stdout)
+        assert got["version"] == 3
+        assert got["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == "registry.k8s.io/pause:3.8"
     finally:
         if saved is None:
             lab3.exec("cp-1", f"rm -f {path}")

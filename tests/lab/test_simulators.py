@@ -7,15 +7,18 @@ shared simulated cluster, kubectl and Calico.
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
+import tomllib
 
 import pytest
 
 from gpuk8s.inventory import load_inventory
 from gpuk8s.pki import ca_cert_hash
 from gpuk8s.render import (ClusterSecrets, calico_installation, calico_manifest_urls, kubeadm_init_config,
-                           kubeadm_join_config, release_for_inventory)
-from tests.lab.fixture import HostFixture
+                           kubeadm_join_config)
+from tests.lab.fixture import GPU, HostFixture, containerd_config
 
 KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf "
 SEVERAL = "nodes,installations.operator.tigera.io,tigerastatuses.operator.tigera.io"
@@ -42,7 +45,7 @@ def lab(lab_factory):
 def ctx(lab, tmp_path_factory):
     inv_path = lab.write_inventory(tmp_path_factory.mktemp("inv") / "inv.yaml")
     inv = load_inventory(inv_path)
-    return inv, release_for_inventory(inv), ClusterSecrets.generate()
+    return inv, inv.release, ClusterSecrets.generate()
 
 
 def _prepare(lab, host):
@@ -209,3 +212,283 @@ def test_init_join_and_calico(lab, ctx):
     r = sh(lab, "w-1", f"kubeadm join --config {join.path}", ok=False)
     assert f'could not find a JWS signature in the cluster-info ConfigMap for token ID "{tid}"' in r.stderr
     assert secrets.token.reveal() not in lab.read_file("w-1", "/etc/gpuk8s-lab/invocations.log")
+
+
+# --------------------------------------------------------------------------- fidelity (issue 11)
+# Each test below pins one behaviour of a real tool that a kinder simulator once hid. The source of
+# each behaviour is cited next to its simulation (tests/lab/sim, tests/lab/FIDELITY.md).
+
+
+@pytest.fixture(scope="module")
+def fid(lab_factory):
+    lab = lab_factory([
+        HostFixture.bare("f-bare"),
+        HostFixture("f-nv", modules=("overlay",), nouveau=True, gpus=[GPU("L4")]),
+        HostFixture("f-c17", containerd="1.7.27", kube="1.35.6"),
+        HostFixture("f-c2", containerd="2.1.4", kube="1.36.2"),
+        HostFixture("f-cd", containerd="1.7.28-0ubuntu1~24.04.1", containerd_build="distro"),
+        HostFixture("f-cp", roles=("control-plane",), containerd="2.1.4", kube="1.36.2"),
+        HostFixture("f-w17", containerd="1.7.27", kube="1.33.12",
+                    containerd_config=containerd_config("1.7.27", systemd_cgroup=False)),
+        HostFixture("f-cg1", cgroup=1, containerd="2.1.4", kube="1.35.6"),
+    ])
+    yield lab
+    lab.close()
+
+
+def _module_names(text: str) -> list[str]:
+    return sorted(line.split()[0] for line in text.splitlines() if line.strip())
+
+
+def test_proc_modules_is_the_hosts_own(fid):
+    """/proc/modules comes from the fixture: never this machine's list (br_netfilter or nouveau loaded
+    on a CI runner would otherwise show on every host)."""
+    want = {"f-bare": [], "f-nv": ["nouveau", "overlay"]}
+    for name, mods in want.items():
+        rendered = (fid.host(name).dir / "proc" / "modules").read_text()
+        assert _module_names(rendered) == mods
+        assert all(re.fullmatch(r"\S+ \d+ \d+ \S+ Live 0x0{16}( \(\w+\))?", ln) for ln in rendered.splitlines())
+        r = sh(fid, name, "ls /sys/module")
+        assert sorted(r.stdout.split()) == mods
+        if os.path.exists("/proc/modules"):
+            assert _module_names(fid.read_file(name, "/proc/modules")) == mods
+        else:   # a kernel without module support has no /proc/modules: neither do the hosts
+            assert fid.exec(name, "test -e /proc/modules").returncode != 0
+    sh(fid, "f-bare", "modprobe br_netfilter")
+    assert fid.exec("f-bare", "test -d /sys/module/br_netfilter").returncode == 0
+    if os.path.exists("/proc/modules"):
+        assert _module_names(fid.read_file("f-bare", "/proc/modules")) == ["br_netfilter"]
+    assert _module_names(fid.read_file("f-nv", "/proc/modules") if os.path.exists("/proc/modules")
+                         else (fid.host("f-nv").dir / "proc" / "modules").read_text()) == ["nouveau", "overlay"]
+
+
+def test_sysctl_system_reads_a_stock_servers_files_and_fails_like_procps(fid):
+    h = "f-nv"    # br_netfilter not loaded: no /proc/sys/net/bridge
+    r = sh(fid, h, "sysctl --system")
+    applying = [ln for ln in r.stdout.splitlines() if ln.startswith("* Applying")]
+    assert applying == ["* Applying /usr/lib/sysctl.d/50-pid-max.conf ...",       # sorted by file name
+                        "* Applying /usr/lib/sysctl.d/99-protect-links.conf ...",
+                        "* Applying /etc/sysctl.d/99-sysctl.conf ...",
+                        "* Applying /etc/sysctl.conf ..."]
+    # --system ignores keys the kernel lacks (procps-ng IgnoreError), and a line without '=' is a warning
+    fid.write_file(h, "/etc/sysctl.d/99-kubernetes.conf",
+                   "net.ipv4.ip_forward = 1\nnet.bridge.bridge-nf-call-iptables = 1\nnot a setting\n")
+    r = sh(fid, h, "sysctl --system")
+    assert "net.ipv4.ip_forward = 1" in r.stdout and "bridge-nf-call" not in r.stdout + r.stderr
+    assert "sysctl: /etc/sysctl.d/99-kubernetes.conf(3): invalid syntax, continuing..." in r.stderr
+    out = r.stdout.splitlines()
+    assert max(i for i, ln in enumerate(out) if ln.startswith("* Applying")) < out.index("net.ipv4.ip_forward = 1")
+    # a value the kernel refuses fails the whole call, "-" prefix or not
+    for line in ("net.ipv4.ip_forward = yes", "-net.ipv4.ip_forward = yes"):
+        fid.write_file(h, "/etc/sysctl.d/99-kubernetes.conf", line + "\n")
+        r = sh(fid, h, "sysctl --system", ok=False)
+        assert r.returncode == 1, (line, r.stdout, r.stderr)
+        assert 'sysctl: setting key "net.ipv4.ip_forward": Invalid argument' in r.stderr
+    # a file that cannot be opened (here a dangling symlink) fails it too
+    fid.write_file(h, "/etc/sysctl.d/99-kubernetes.conf", "net.ipv4.ip_forward = 1\n")
+    sh(fid, h, "ln -s /nonexistent /etc/sysctl.d/10-gone.conf")
+    r = sh(fid, h, "sysctl --system", ok=False)
+    assert r.returncode == 1
+    assert 'sysctl: cannot open "/etc/sysctl.d/10-gone.conf": No such file or directory' in r.stderr
+    assert "net.ipv4.ip_forward = 1" in r.stdout
+    sh(fid, h, "rm /etc/sysctl.d/10-gone.conf")
+    assert sh(fid, h, "sysctl --system").returncode == 0
+
+
+JOIN_NO_CLUSTER = """apiVersion: kubeadm.k8s.io/v1beta4
+kind: JoinConfiguration
+discovery:
+  bootstrapToken:
+    apiServerEndpoint: k8s-api.lab:6443
+    token: abcdef.0123456789abcdef
+    unsafeSkipCAVerification: true
+"""
+
+
+def _join_preflight(lab, host: str) -> str:
+    """kubeadm join's preflight output (the fid lab has no cluster: discovery then fails, nothing changes)."""
+    lab.write_file(host, "/root/join.yaml", JOIN_NO_CLUSTER, 0o600)
+    r = sh(lab, host, "kubeadm join --config /root/join.yaml", ok=False)
+    assert r.returncode == 1
+    return r.stderr
+
+
+def _restart_with(lab, host: str, config: str):
+    lab.write_file(host, "/etc/containerd/config.toml", config)
+    return sh(lab, host, "systemctl restart containerd", ok=False)
+
+
+def test_containerd_2_migrates_old_files_and_refuses_short_names(fid):
+    from tests.lab.fixture import DOCKER_CONTAINERD_CONFIG
+    h = "f-c2"
+    good = containerd_config("2.1.4", sandbox_image="registry.k8s.io/pause:3.10.1")
+    try:
+        # The containerd.io package's own file has no `version`: 2.x migrates it (version 0 = 1), and
+        # its short "cri" becomes io.containerd.grpc.v1.cri: containerd runs, CRI does not.
+        assert _restart_with(fid, h, DOCKER_CONTAINERD_CONFIG).returncode == 0
+        assert sh(fid, h, "systemctl is-active containerd").stdout.strip() == "active"
+        dump = tomllib.loads(sh(fid, h, "containerd config dump").stdout)
+        assert dump["version"] == 3 and dump["disabled_plugins"] == ["io.containerd.grpc.v1.cri"]
+        assert "[ERROR CRI]: container runtime is not running" in _join_preflight(fid, h)
+        # A version 3 file keeps its names as written: a short disabled plugin stops containerd.
+        r = _restart_with(fid, h, 'version = 3\ndisabled_plugins = ["cri"]\n')
+        assert r.returncode == 1 and "containerd.service failed" in r.stderr
+        assert ('invalid disabled plugin URI "cri" expect io.containerd.x.vx'
+                in fid.read_file(h, "/etc/gpuk8s-lab/journal/containerd"))
+        # v2 -> v3: sandbox_image and registry move to the images plugin without a containerd section
+        fid.write_file(h, "/etc/containerd/config.toml",
+                       'version = 2\n[plugins."io.containerd.grpc.v1.cri"]\n  sandbox_image = "example.com/pause:9"\n'
+                       '[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/containerd/certs.d"\n')
+        images = tomllib.loads(sh(fid, h, "containerd config dump").stdout)["plugins"]["io.containerd.cri.v1.images"]
+        assert images["pinned_images"]["sandbox"] == "example.com/pause:9"
+        assert images["registry"]["config_path"] == "/etc/containerd/certs.d"
+        # A value of the wrong type: containerd runs, its CRI plugin does not load, kubeadm's CRI check fails.
+        assert _restart_with(fid, h, good.replace("SystemdCgroup = true", "SystemdCgroup = 'true'")).returncode == 0
+        assert sh(fid, h, "systemctl is-active containerd").stdout.strip() == "active"
+        assert "[ERROR CRI]: container runtime is not running" in _join_preflight(fid, h)
+        assert "failed to load plugin" in fid.read_file(h, "/etc/gpuk8s-lab/journal/containerd")
+        assert _restart_with(fid, h, good).returncode == 0
+        assert "[ERROR CRI]" not in _join_preflight(fid, h)
+    finally:
+        _restart_with(fid, h, good)
+
+
+def test_containerd_17_refuses_short_plugin_names(fid):
+    h = "f-c17"
+    good = containerd_config("1.7.27", sandbox_image="registry.k8s.io/pause:3.10.1")
+    try:
+        for cfg, msg in (('version = 2\n[plugins.cri]\n  sandbox_image = "registry.k8s.io/pause:3.8"\n',
+                          'invalid plugin key URI "cri" expect io.containerd.x.vx'),
+                         ('version = 2\ndisabled_plugins = ["cri"]\n',
+                          'invalid disabled plugin URI "cri" expect io.containerd.x.vx'),
+                         ("version = 3\n", "containerd config version `3` is not supported, the max version is `2`")):
+            r = _restart_with(fid, h, cfg)
+            assert r.returncode == 1, cfg
+            assert sh(fid, h, "systemctl is-active containerd", ok=False).stdout.strip() == "failed"
+            assert msg in fid.read_file(h, "/etc/gpuk8s-lab/journal/containerd"), cfg
+        # version 1 (no `version`): 1.7 still reads short names
+        assert _restart_with(fid, h, '[plugins.cri]\n  sandbox_image = "registry.k8s.io/pause:3.8"\n').returncode == 0
+        assert _restart_with(fid, h, good).returncode == 0
+        assert "[ERROR CRI]" not in _join_preflight(fid, h)
+    finally:
+        _restart_with(fid, h, good)
+
+
+def test_containerd_version_lines_of_each_build(fid):
+    from gpuk8s.facts import parse_containerd_version
+    lines = {h: sh(fid, h, "containerd --version").stdout.strip() for h in ("f-c17", "f-c2", "f-cd")}
+    assert lines["f-c17"] == "containerd containerd.io 1.7.27 05044ec0a9a75232cad458027ca83437aae3f4da"
+    assert lines["f-c2"] == "containerd containerd.io v2.1.4 75cb2b7193e4e490e9fbdc236c0e811ccaba3376"
+    assert lines["f-cd"] == "containerd github.com/containerd/containerd 1.7.28-0ubuntu1~24.04.1"
+    assert parse_containerd_version(lines["f-c2"]) == "2.1.4"
+    assert (parse_containerd_version(lines["f-cd"]) or "").startswith("1.7.28")
+
+
+KEY = "0123456789abcdef" * 4
+
+
+def _init_config(name: str, *, version: str = "v1.36.2", key: str = KEY, extra_cluster: str = "",
+                 kubelet: str = "cgroupDriver: systemd\n", first: str = "") -> str:
+    return (first + f"""apiVersion: kubeadm.k8s.io/v1beta4
+kind: InitConfiguration
+bootstrapTokens:
+  - token: abcdef.0123456789abcdef
+certificateKey: "{key}"
+nodeRegistration:
+  name: {name}
+---
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+kubernetesVersion: {version}
+controlPlaneEndpoint: k8s-api.lab:6443
+networking:
+  podSubnet: 10.244.0.0/16
+{extra_cluster}---
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+""" + kubelet)
+
+
+def _kubeadm(lab, host: str, verb: str, config: str, env: str = ""):
+    lab.write_file(host, f"/root/{verb}.yaml", config, 0o600)
+    return sh(lab, host, f"{env}kubeadm {verb} --config /root/{verb}.yaml", ok=False)
+
+
+def test_kubeadm_v1beta4_fields_certificate_key_and_kubelet_configuration(fid):
+    h = "f-cp"
+    cases = [
+        (_init_config(h, extra_cluster="upgrade:\n  apply:\n    forceUpgrade: true\n"), 'unknown field "upgrade"'),
+        (_init_config(h, key="abc"), 'certificateKey: Invalid value: "abc": certificate key decoding error: '
+                                     "encoding/hex: odd length hex string"),
+        (_init_config(h, key="ab" * 16), "invalid certificate key size 16, the key must be an AES key of size 32"),
+        (_init_config(h, kubelet="cgroupDriver: 5\n"),
+         "json: cannot unmarshal number into Go struct field KubeletConfiguration.cgroupDriver of type string"),
+    ]
+    for cfg, msg in cases:
+        r = _kubeadm(fid, h, "init", cfg)
+        assert r.returncode == 1 and msg in r.stderr, (msg, r.stderr)
+    # an unknown KubeletConfiguration field is a warning (here the bad key after it stops init)
+    r = _kubeadm(fid, h, "init", _init_config(h, key="abc", kubelet="cgroupDrivr: systemd\n"))
+    assert 'strict decoding error: unknown field "cgroupDrivr"' in r.stderr
+    join = JOIN_NO_CLUSTER.replace("    unsafeSkipCAVerification: true\n",
+                                   "    unsafeSkipCAVerification: true\n  timeout: 5m0s\n")
+    r = _kubeadm(fid, "f-c2", "join", join)
+    assert r.returncode == 1 and 'unknown field "discovery.timeout"' in r.stderr
+    # the pause image of each kubeadm minor
+    assert "registry.k8s.io/pause:3.10\n" in sh(fid, "f-w17", "kubeadm config images list").stdout
+    assert "registry.k8s.io/pause:3.10.1\n" in sh(fid, "f-c2", "kubeadm config images list").stdout
+
+
+def test_kubeadm_preflight_system_verification_hostname_kubelet_version_and_proxy(fid):
+    # cgroup v1: an error for a 1.35 kubelet, a warning before
+    r = _kubeadm(fid, "f-cg1", "join", JOIN_NO_CLUSTER)
+    assert "[ERROR SystemVerification]: cgroups v1 support is deprecated" in r.stderr
+    assert "The system verification failed" in r.stdout
+    sh(fid, "f-cg1", "echo 1.34.9 > /etc/gpuk8s-lab/versions/kubelet")
+    r = _kubeadm(fid, "f-cg1", "join", JOIN_NO_CLUSTER)
+    assert "[WARNING SystemVerification]: cgroups v1 support is in maintenance mode" in r.stderr
+    assert "[ERROR SystemVerification]" not in r.stderr
+    sh(fid, "f-cg1", "echo 1.35.6 > /etc/gpuk8s-lab/versions/kubelet")
+    # Hostname: a node name that is not a qualified name and does not resolve: warnings only
+    r = _kubeadm(fid, "f-c2", "join", JOIN_NO_CLUSTER + "nodeRegistration:\n  name: -bad-\n")
+    assert '[WARNING Hostname]: invalid node name format "-bad-"' in r.stderr
+    assert '[WARNING Hostname]: hostname "-bad-" could not be reached' in r.stderr
+    assert "[ERROR Hostname]" not in r.stderr
+    # KubeletVersion: older than kubeadm's minor - 3; newer than the control plane on init
+    sh(fid, "f-c2", "echo 1.32.4 > /etc/gpuk8s-lab/versions/kubelet")
+    r = _kubeadm(fid, "f-c2", "join", JOIN_NO_CLUSTER)
+    assert '[ERROR KubeletVersion]: Kubelet version "1.32.4" is lower than kubeadm can support' in r.stderr
+    sh(fid, "f-c2", "echo 1.36.2 > /etc/gpuk8s-lab/versions/kubelet")
+    r = _kubeadm(fid, "f-cp", "init", _init_config("f-cp", version="v1.35.0"))
+    assert r.returncode == 1
+    assert ("[ERROR KubeletVersion]: the kubelet version is higher than the control plane version" in r.stderr)
+    # HTTPProxy / HTTPProxyCIDR: warnings when the proxy would carry cluster traffic
+    proxy = "HTTPS_PROXY=http://proxy.example:3128 "
+    r = _kubeadm(fid, "f-c2", "join", JOIN_NO_CLUSTER, env=proxy)
+    assert ('[WARNING HTTPProxy]: Connection to "https://k8s-api.lab" uses proxy "http://proxy.example:3128"'
+            in r.stderr)
+    r = _kubeadm(fid, "f-c2", "join", JOIN_NO_CLUSTER, env=proxy + "NO_PROXY=.lab,10.0.0.0/8 ")
+    assert "HTTPProxy" not in r.stderr
+    r = _kubeadm(fid, "f-cp", "init", _init_config("f-cp", version="v1.35.0"), env=proxy)
+    assert '[WARNING HTTPProxyCIDR]: connection to "10.244.0.0/16" uses proxy' in r.stderr
+
+
+def test_kubeadm_sandbox_image_warning_and_cgroup_driver_mismatch(fid):
+    # kubeadm 1.33 + containerd 1.7 with SystemdCgroup = false, kubelet on systemd: the control
+    # plane's static pods never start.
+    r = _kubeadm(fid, "f-w17", "init", _init_config("f-w17", version="v1.33.12"))
+    assert r.returncode == 1 and "error execution phase wait-control-plane" in r.stderr
+    assert "cgroup driver mismatch" in sh(fid, "f-w17", "journalctl -u kubelet -n 20 --no-pager").stdout
+    sh(fid, "f-w17", "kubeadm reset -f")
+    # containerd 2.1's own default pins pause 3.10: kubeadm 1.36 warns (and carries on)
+    r = _kubeadm(fid, "f-cp", "init", _init_config("f-cp"))
+    assert r.returncode == 0, r.stderr
+    assert ('detected that the sandbox image "registry.k8s.io/pause:3.10" of the container runtime is inconsistent '
+            'with that used by kubeadm. It is recommended to use "registry.k8s.io/pause:3.10.1"') in r.stderr
+    # the same mismatch on a joining worker: it joins, and stays NotReady
+    r = _kubeadm(fid, "f-w17", "join", JOIN_NO_CLUSTER + "nodeRegistration:\n  name: f-w17\n")
+    assert r.returncode == 0, r.stderr
+    nodes = json.loads(sh(fid, "f-cp", KUBECTL + "get nodes -o json").stdout)["items"]
+    w = next(n for n in nodes if n["metadata"]["name"] == "f-w17")
+    cond = next(c for c in w["status"]["conditions"] if c["type"] == "Ready")
+    assert cond["status"] == "False" and "cgroup driver mismatch" in cond["message"]

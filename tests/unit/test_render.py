@@ -18,7 +18,7 @@ import jinja2
 import pytest
 import yaml
 
-from gpuk8s import render, versions
+from gpuk8s import paths, render, versions
 from gpuk8s.render import base, placeholders, tomllib
 from gpuk8s.errors import UsageError
 from gpuk8s.facts import parse_containerd_config
@@ -149,7 +149,7 @@ def test_render_all_file_set():
     by_host: dict[str | None, set[str]] = {}
     for f in files:
         by_host.setdefault(f.host, set()).add(f.path)
-    common = {render.MODULES_FILE, render.SYSCTL_FILE, render.APT_SOURCE_FILE,
+    common = {render.MODULES_FILE, render.SYSCTL_FILE, paths.K8S_APT_SOURCE,
               render.CONTAINERD_CONFIG}
     assert by_host["cp-1"] == common | {render.KUBEADM_INIT_CONFIG}
     for h in ("cp-2", "cp-3", "gpu-1", "gpu-2"):
@@ -163,7 +163,7 @@ def test_render_all_file_set():
 
 def test_init_config_fields():
     inv = _inv(HA_INVENTORY)
-    release = render.release_for_inventory(inv)
+    release = inv.release
     f = render.kubeadm_init_config(inv, inv.host("cp-1"), FIXED, release)
     assert (f.path, f.mode, f.secret) == ("/etc/gpuk8s/kubeadm-init.yaml", 0o600, True)
     docs = _docs(f)
@@ -195,7 +195,7 @@ def test_init_config_fields():
 def test_everything_kubeadm_needs_is_in_the_file_not_in_flags():
     """kubeadm refuses most flags next to --config: token, key, CIDRs, endpoint all in YAML."""
     inv = _inv(HA_INVENTORY)
-    release = render.release_for_inventory(inv)
+    release = inv.release
     init = _docs(render.kubeadm_init_config(inv, inv.host("cp-1"), FIXED, release))
     assert init["ClusterConfiguration"]["networking"]["podSubnet"] == "10.244.0.0/16"
     assert init["ClusterConfiguration"]["controlPlaneEndpoint"]
@@ -211,7 +211,7 @@ def test_everything_kubeadm_needs_is_in_the_file_not_in_flags():
 
 def test_join_worker_and_control_plane():
     inv = _inv(HA_INVENTORY)
-    release = render.release_for_inventory(inv)
+    release = inv.release
     ca = "sha256:" + "12" * 32
     worker = render.kubeadm_join_config(inv, inv.host("gpu-1"), FIXED, release, ca)
     assert (worker.path, worker.mode, worker.secret) == ("/etc/gpuk8s/kubeadm-join.yaml",
@@ -241,7 +241,7 @@ def test_join_worker_and_control_plane():
 def test_worker_without_taints_has_explicit_empty_list():
     inv = _inv(HA_INVENTORY)
     f = render.kubeadm_join_config(inv, inv.host("gpu-2"), FIXED,
-                                   render.release_for_inventory(inv), render.PLACEHOLDER_CA_HASH)
+                                   inv.release, render.PLACEHOLDER_CA_HASH)
     reg = _docs(f)["JoinConfiguration"]["nodeRegistration"]
     assert reg["taints"] == []
     assert reg["kubeletExtraArgs"] == [{"name": "node-ip", "value": "192.168.50.22"}]
@@ -249,7 +249,7 @@ def test_worker_without_taints_has_explicit_empty_list():
 
 def test_control_plane_that_is_also_worker_gets_empty_taints():
     inv = _inv(SINGLE_INVENTORY)
-    f = render.kubeadm_init_config(inv, inv.hosts[0], FIXED, render.release_for_inventory(inv))
+    f = render.kubeadm_init_config(inv, inv.hosts[0], FIXED, inv.release)
     assert re.search(r"^  taints: \[\]$", f.content, re.M)
     docs = _docs(f)
     assert docs["InitConfiguration"]["nodeRegistration"]["taints"] == []
@@ -261,7 +261,7 @@ def test_control_plane_worker_keeps_inventory_taints_only():
     inv = Inventory("x", ClusterSpec(name="c"), (
         _host("cp", roles=("control-plane", "worker"),
               taints=(Taint("dedicated", "infra", "PreferNoSchedule"),)),))
-    f = render.kubeadm_init_config(inv, inv.hosts[0], FIXED, render.release_for_inventory(inv))
+    f = render.kubeadm_init_config(inv, inv.hosts[0], FIXED, inv.release)
     assert _docs(f)["InitConfiguration"]["nodeRegistration"]["taints"] == [
         {"key": "dedicated", "value": "infra", "effect": "PreferNoSchedule"}]
 
@@ -270,13 +270,13 @@ def test_control_plane_taint_not_duplicated():
     inv = Inventory("x", ClusterSpec(name="c"), (
         _host("cp", roles=("control-plane",),
               taints=(Taint("node-role.kubernetes.io/control-plane", None, "NoSchedule"),)),))
-    f = render.kubeadm_init_config(inv, inv.hosts[0], FIXED, render.release_for_inventory(inv))
+    f = render.kubeadm_init_config(inv, inv.hosts[0], FIXED, inv.release)
     assert len(_docs(f)["InitConfiguration"]["nodeRegistration"]["taints"]) == 1
 
 
 def test_v1beta3_uses_maps_for_extra_args():
     inv = _inv(HA_INVENTORY)
-    release = dataclasses.replace(render.release_for_inventory(inv), kubeadm_api="v1beta3")
+    release = dataclasses.replace(inv.release, kubeadm_api="v1beta3")
     init = _docs(render.kubeadm_init_config(inv, inv.host("cp-1"), FIXED, release))
     assert init["InitConfiguration"]["apiVersion"] == "kubeadm.k8s.io/v1beta3"
     assert init["ClusterConfiguration"]["apiVersion"] == "kubeadm.k8s.io/v1beta3"
@@ -293,7 +293,7 @@ def test_v1beta3_uses_maps_for_extra_args():
 def test_v1beta4_uses_name_value_lists():
     inv = _inv(HA_INVENTORY)
     join = _docs(render.kubeadm_join_config(inv, inv.host("gpu-1"), FIXED,
-                                            render.release_for_inventory(inv),
+                                            inv.release,
                                             render.PLACEHOLDER_CA_HASH))["JoinConfiguration"]
     args = join["nodeRegistration"]["kubeletExtraArgs"]
     assert isinstance(args, list) and all(set(a) == {"name", "value"} for a in args)
@@ -301,14 +301,14 @@ def test_v1beta4_uses_name_value_lists():
 
 def test_unknown_kubeadm_api_is_refused():
     inv = _inv(SINGLE_INVENTORY)
-    release = dataclasses.replace(render.release_for_inventory(inv), kubeadm_api="v1")
+    release = dataclasses.replace(inv.release, kubeadm_api="v1")
     with pytest.raises(UsageError, match="v1"):
         render.kubeadm_init_config(inv, inv.hosts[0], FIXED, release)
 
 
 def test_init_refuses_a_worker_and_join_a_bad_hash():
     inv = _inv(HA_INVENTORY)
-    release = render.release_for_inventory(inv)
+    release = inv.release
     with pytest.raises(UsageError):
         render.kubeadm_init_config(inv, inv.host("gpu-1"), FIXED, release)
     with pytest.raises(UsageError, match="sha256"):
@@ -319,7 +319,7 @@ def test_hostname_address_without_node_ip_omits_ip_settings():
     inv = Inventory("x", ClusterSpec(name="c", control_plane_endpoint="api.example.com"),
                     (_host("cp", address="cp.example.com", roles=("control-plane",)),))
     init = _docs(render.kubeadm_init_config(inv, inv.hosts[0], FIXED,
-                                            render.release_for_inventory(inv)))
+                                            inv.release))
     i = init["InitConfiguration"]
     assert i["localAPIEndpoint"] == {"bindPort": 6443}
     assert "kubeletExtraArgs" not in i["nodeRegistration"]
@@ -330,7 +330,7 @@ def test_loopback_address_is_never_the_node_ip():
     inv = Inventory("x", ClusterSpec(name="c"),
                     (_host("cp", address="127.0.0.1", roles=("control-plane", "worker")),))
     i = _docs(render.kubeadm_init_config(inv, inv.hosts[0], FIXED,
-                                         render.release_for_inventory(inv)))["InitConfiguration"]
+                                         inv.release))["InitConfiguration"]
     assert "advertiseAddress" not in i["localAPIEndpoint"]
 
 
@@ -338,13 +338,13 @@ def test_ipv6_endpoint_and_bind_port_on_the_host_itself():
     inv = Inventory("x", ClusterSpec(name="c"),
                     (_host("cp", address="fd00::5", roles=("control-plane",)),))
     c = _docs(render.kubeadm_init_config(inv, inv.hosts[0], FIXED,
-                                         render.release_for_inventory(inv)))
+                                         inv.release))
     assert c["ClusterConfiguration"]["controlPlaneEndpoint"] == "[fd00::5]:6443"
     # An endpoint naming the control plane itself (no load balancer): the API binds its port.
     inv = Inventory("x", ClusterSpec(name="c", control_plane_endpoint="10.0.0.5:8443"),
                     (_host("cp", address="10.0.0.5", roles=("control-plane",)),))
     c = _docs(render.kubeadm_init_config(inv, inv.hosts[0], FIXED,
-                                         render.release_for_inventory(inv)))
+                                         inv.release))
     assert c["InitConfiguration"]["localAPIEndpoint"]["bindPort"] == 8443
     assert c["ClusterConfiguration"]["controlPlaneEndpoint"] == "10.0.0.5:8443"
 
@@ -385,7 +385,7 @@ def test_nasty_inventory_values_round_trip():
                                                   "plain": "a#b"},
                taints=(Taint("example.com/t", "x: 'y' #z", "NoExecute"),))),
     )
-    release = render.release_for_inventory(inv)
+    release = inv.release
     init = _docs(render.kubeadm_init_config(inv, inv.hosts[0], FIXED, release))
     assert init["ClusterConfiguration"]["clusterName"] == nasty_name
     join = _docs(render.kubeadm_join_config(inv, inv.hosts[1], FIXED, release,
@@ -456,7 +456,7 @@ def _snapshot(name: str) -> str:
 
 
 def _release(**kw):
-    return dataclasses.replace(render.release_for_inventory(_inv(SINGLE_INVENTORY)), **kw)
+    return dataclasses.replace(_inv(SINGLE_INVENTORY).release, **kw)
 
 
 CONTAINERD_CASES = [
@@ -537,7 +537,7 @@ def test_containerd_config_rejects_bad_input():
 
 def test_containerd_config_file_uses_shipped_snapshot_per_major():
     inv = _inv(SINGLE_INVENTORY)
-    release = render.release_for_inventory(inv)
+    release = inv.release
     for version, native in (("1.7", 2), ("2.1", 3)):
         f = render.containerd_config_file(inv, release, version)
         assert f.path == "/etc/containerd/config.toml" and f.mode == 0o644 and not f.secret
@@ -585,7 +585,6 @@ def test_containerd_default_snapshot_per_config_version():
     for version, name in (("1.7", "default-1.7.toml"), ("2.0", "default-2.1.toml"),
                           ("2.2.1", "default-2.1.toml"), ("2.3.0", "default-2.3.toml")):
         assert placeholders.containerd_default(version) == _snapshot(name)
-    assert render.shipped_containerd_default is placeholders.containerd_default
 
 
 # ---------------------------------------------------------------------------- host files
@@ -607,7 +606,7 @@ def test_sysctl_and_modules():
 
 def test_package_repositories():
     inv = _inv(HA_INVENTORY)
-    release = render.release_for_inventory(inv)
+    release = inv.release
     deb = render.package_repo_file(inv, release, "debian")
     assert deb.path == "/etc/apt/sources.list.d/kubernetes.list"
     assert ("deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] "
@@ -661,7 +660,7 @@ def test_docker_repositories_for_containerd():
 
 def test_calico_installation_matches_pod_cidr():
     inv = _inv(HA_INVENTORY)
-    f = render.calico_installation(inv, render.release_for_inventory(inv))
+    f = render.calico_installation(inv, inv.release)
     assert f.path == "cluster/calico-installation.yaml" and f.host is None
     docs = list(yaml.safe_load_all(f.content))
     assert [d["kind"] for d in docs] == ["Installation", "APIServer", "Goldmane", "Whisker"]
@@ -676,14 +675,14 @@ def test_calico_installation_matches_pod_cidr():
     assert "nodeAddressAutodetectionV6" not in net
     single = _inv(SINGLE_INVENTORY)
     pool = yaml.safe_load_all(render.calico_installation(
-        single, render.release_for_inventory(single)).content).__next__()
+        single, single.release).content).__next__()
     assert pool["spec"]["calicoNetwork"]["ipPools"][0]["cidr"] == "172.16.0.0/16"
     assert pool["spec"]["calicoNetwork"]["ipPools"][0]["encapsulation"] == "IPIP"
 
 
 def test_calico_before_3_30_has_no_goldmane_or_whisker():
     inv = dataclasses.replace(_inv(SINGLE_INVENTORY), versions=Versions(calico="v3.29.4"))
-    release = render.release_for_inventory(inv)
+    release = inv.release
     assert release.calico == "3.29.4"
     docs = list(yaml.safe_load_all(render.calico_installation(inv, release).content))
     assert [d["kind"] for d in docs] == ["Installation", "APIServer"]
@@ -694,7 +693,7 @@ def test_calico_ipv6_and_dual_stack():
                     (_host("cp", roles=("control-plane",)),),
                     network=NetworkSpec("VXLAN"))
     net = next(yaml.safe_load_all(render.calico_installation(
-        inv, render.release_for_inventory(inv)).content))["spec"]["calicoNetwork"]
+        inv, inv.release).content))["spec"]["calicoNetwork"]
     assert net["ipPools"] == [{"name": "default-ipv6-ippool", "cidr": "fd00:10::/56",
                                "blockSize": 122, "encapsulation": "VXLAN",
                                "natOutgoing": "Enabled", "nodeSelector": "all()"}]
@@ -703,12 +702,12 @@ def test_calico_ipv6_and_dual_stack():
     dual = dataclasses.replace(inv, cluster=ClusterSpec(name="c",
                                                          pod_cidr="10.244.0.0/16,fd00:10::/56"))
     net = next(yaml.safe_load_all(render.calico_installation(
-        dual, render.release_for_inventory(dual)).content))["spec"]["calicoNetwork"]
+        dual, dual.release).content))["spec"]["calicoNetwork"]
     assert [p["cidr"] for p in net["ipPools"]] == ["10.244.0.0/16", "fd00:10::/56"]
     assert "nodeAddressAutodetectionV4" in net and "nodeAddressAutodetectionV6" in net
     ipip = dataclasses.replace(inv, network=NetworkSpec("IPIPCrossSubnet"))
     with pytest.raises(UsageError, match="IPv6"):
-        render.calico_installation(ipip, render.release_for_inventory(ipip))
+        render.calico_installation(ipip, ipip.release)
 
 
 @pytest.mark.parametrize("version,names", [
@@ -732,11 +731,11 @@ def test_calico_manifest_urls_refuse_old_calico():
 
 # ---------------------------------------------------------------------------- versions
 
-def test_release_for_inventory_applies_overrides():
+def test_inventory_release_applies_overrides():
     inv = dataclasses.replace(_inv(HA_INVENTORY), versions=Versions(
         containerd="2.0.5", calico="3.31.3", gpu_operator="v26.3.1",
         pause_image="registry.example.com/pause:3.10"))
-    r = render.release_for_inventory(inv)
+    r = inv.release
     assert (r.containerd, r.calico, r.gpu_operator, r.pause_image) == (
         "2.0.5", "3.31.3", "v26.3.1", "registry.example.com/pause:3.10")
     assert r.minor == "1.36"
@@ -744,32 +743,25 @@ def test_release_for_inventory_applies_overrides():
     assert parse_containerd_config(text).sandbox_image == "registry.example.com/pause:3.10"
 
 
-def test_release_for_inventory_errors():
+def test_inventory_release_errors():
     inv = _inv(HA_INVENTORY)
     with pytest.raises(UsageError, match="1.20"):
-        render.release_for_inventory(dataclasses.replace(
-            inv, cluster=ClusterSpec(name="c", kubernetes_version="1.20")))
+        dataclasses.replace(
+            inv, cluster=ClusterSpec(name="c", kubernetes_version="1.20")).release
     with pytest.raises(UsageError, match="containerd"):
-        render.release_for_inventory(dataclasses.replace(inv, versions=Versions(containerd="1.7")))
+        dataclasses.replace(inv, versions=Versions(containerd="1.7")).release
     with pytest.raises(UsageError, match="Calico"):
-        render.release_for_inventory(dataclasses.replace(inv, versions=Versions(calico="latest")))
+        dataclasses.replace(inv, versions=Versions(calico="latest")).release
     with pytest.raises(UsageError, match="pause"):
-        render.release_for_inventory(dataclasses.replace(
-            inv, versions=Versions(pause_image="bad image\nx")))
+        dataclasses.replace(
+            inv, versions=Versions(pause_image="bad image\nx")).release
 
 
-def test_kubernetes_patch():
+def test_kubernetes_patch_is_resolved_with_the_release():
     inv = _inv(HA_INVENTORY)
-    r = render.release_for_inventory(inv)
-    assert render.kubernetes_patch(inv, r) == r.patch == "1.36.2"
-    single = _inv(SINGLE_INVENTORY)
-    assert render.kubernetes_patch(single, render.release_for_inventory(single)) == "1.35.4"
-
-
-def test_release_for_inventory_and_kubernetes_patch_are_the_inventory_release():
-    inv = _inv(SINGLE_INVENTORY)
-    assert render.release_for_inventory(inv) is inv.release
-    assert render.kubernetes_patch(inv, inv.release) == inv.release.patch == "1.35.4"
+    assert inv.release.patch == "1.36.2"
+    assert _inv(SINGLE_INVENTORY).release.patch == "1.35.4"
+    assert inv.release is inv.release          # resolved once
 
 
 def test_render_all_installs_the_pinned_containerd():

@@ -589,38 +589,7 @@ def _sysctl_set(key: str, value: str) -> str | None:
 
 
 def sysctl(args: list[str]) -> int:
-    if "--system" in args:
-        if not is_root():
-            raise Exit(1, 'sysctl: permission denied on key "net.ipv4.ip_forward"')
-        files = []
-        for d in ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d"):
-            if Path(d).is_dir():
-                files += sorted(Path(d).glob("*.conf"))
-        by_name: dict[str, Path] = {}
-        for f in files:
-            by_name.setdefault(f.name, f)
-        ordered = [by_name[n] for n in sorted(by_name)]
-        if Path("/etc/sysctl.conf").is_file():
-            ordered.append(Path("/etc/sysctl.conf"))
-        rc = 0
-        for f in ordered:
-            out(f"* Applying {f} ...")
-            for line in f.read_text().splitlines():
-                line = line.strip()
-                if not line or line[0] in "#;" or "=" not in line:
-                    continue
-                k, v = (s.strip() for s in line.split("=", 1))
-                ignore = k.startswith("-")
-                k = k.lstrip("-")
-                if k not in SYSCTL_ALLOWED:
-                    continue   # the lab never touches the real machine's global sysctls
-                e = _sysctl_set(k, v)
-                if e:
-                    if not ignore:
-                        err(e)
-                else:
-                    out(f"{k} = {v}")
-        return rc
+    """`sysctl KEY`, `sysctl -w KEY=VALUE` (`--system` is the sh wrapper's, sim/sysctl)."""
     names = [a for a in args if not a.startswith("-")]
     quiet = "-n" in args or "--values" in args
     write_mode = "-w" in args or any("=" in a for a in names)
@@ -661,26 +630,176 @@ CONTAINERD_CONFIG = Path("/etc/containerd/config.toml")
 
 
 def _containerd_file(major: int) -> dict | None:
-    """The config file as containerd loads it (None when absent); Exit when it would refuse it."""
+    """The config file as this containerd loads it (None when absent), migrated to the version
+    the binary runs with; Exit (the daemon does not start) where the real one refuses it."""
     if not CONTAINERD_CONFIG.exists():
         return None
     try:
         data = tomllib.loads(CONTAINERD_CONFIG.read_text())
     except tomllib.TOMLDecodeError as e:
         raise Exit(1, f"containerd: failed to load TOML: {CONTAINERD_CONFIG}: {e}")
-    version = int(data.get("version", 1))
-    if (major >= 2 and version not in (2, 3)) or (major < 2 and version not in (1, 2)):
-        raise Exit(1, f"containerd: unsupported config version `{version}`")
+    version = data.get("version", 0)
+    if not isinstance(version, int):
+        raise Exit(1, f"containerd: failed to load TOML: {CONTAINERD_CONFIG}: toml: cannot decode TOML "
+                      f"{type(version).__name__} into struct field config.Config.Version of type int")
+    if major >= 2:
+        return _load_v2x(data, version)
+    return _load_17(data, version)
+
+
+def _load_v2x(data: dict, version: int) -> dict:
+    """containerd 2.x (cmd/containerd/server/config/config.go, v2.1.x): files of an older version
+    are migrated, never refused: version 0 counts as 1, and v1Migrate gives short plugin names
+    their full URI ("cri" -> "io.containerd.grpc.v1.cri", ...) in `plugins`, `disabled_plugins`
+    and `required_plugins`; then ValidateVersion refuses a newer version and any disabled or
+    required plugin name without a dot (which a version 2 or 3 file keeps as written)."""
+    if version > 3:
+        raise Exit(1, f"containerd: failed to load TOML from {CONTAINERD_CONFIG}: expected containerd config "
+                      f"version equal to or less than `3`, got `{version}`")
+    if version <= 1:
+        data["plugins"] = {_v1_plugin_uri(k): v for k, v in (data.get("plugins") or {}).items()}
+        for key in ("disabled_plugins", "required_plugins"):
+            if isinstance(data.get(key), list):
+                data[key] = [_v1_plugin_uri(str(p)) for p in data[key]]
+    for key, what in (("disabled_plugins", "disabled"), ("required_plugins", "required")):
+        for p in data.get(key) or []:
+            if "." not in str(p):
+                raise Exit(1, f"containerd: failed to load TOML from {CONTAINERD_CONFIG}: invalid {what} plugin "
+                              f"URI \"{p}\" expect io.containerd.x.vx")
+    if version <= 2:
+        _migrate_v2_to_v3(data.setdefault("plugins", {}))
+    data["version"] = 3
     return data
 
 
-def containerd_check() -> int:
-    """Used by the systemctl simulator on (re)start of containerd: does the config load?"""
+# v1MigratePluginName's table (cmd/containerd/server/config/config.go, containerd v2.1): the plugin
+# ids version 1 files used; other short names become io.containerd.grpc.v1.<name>.
+_V1_PLUGINS = {"cri": "io.containerd.grpc.v1.cri", "cgroups": "io.containerd.monitor.v1.cgroups",
+               "linux": "io.containerd.runtime.v1.linux", "scheduler": "io.containerd.gc.v1.scheduler",
+               "bolt": "io.containerd.metadata.v1.bolt", "task": "io.containerd.runtime.v2.task",
+               "opt": "io.containerd.internal.v1.opt", "restart": "io.containerd.internal.v1.restart",
+               "tracing": "io.containerd.internal.v1.tracing", "overlayfs": "io.containerd.snapshotter.v1.overlayfs",
+               "native": "io.containerd.snapshotter.v1.native", "devmapper": "io.containerd.snapshotter.v1.devmapper",
+               "btrfs": "io.containerd.snapshotter.v1.btrfs", "zfs": "io.containerd.snapshotter.v1.zfs",
+               "aufs": "io.containerd.snapshotter.v1.aufs"}
+
+
+def _v1_plugin_uri(name: str) -> str:
+    if "." in name:
+        return name
+    if name in _V1_PLUGINS:
+        return _V1_PLUGINS[name]
+    return ("io.containerd.service.v1." if name.endswith("-service") else "io.containerd.grpc.v1.") + name
+
+
+def _load_17(data: dict, version: int) -> dict:
+    """containerd 1.7 (services/server/config/config.go, v1.7.x): version 1 files are read with
+    their short plugin ids (a deprecation warning); in a version 2 file ValidateV2 refuses any
+    plugin key, disabled or required plugin with fewer than four dot-separated parts ("invalid
+    plugin key URI ... expect io.containerd.x.vx") and containerd exits; version 3 is refused
+    ("containerd config version `3` is not supported, the max version is `2`", as quoted in
+    canonical/microk8s#4921)."""
+    if version > 2:
+        raise Exit(1, f"containerd: containerd config version `{version}` is not supported, the max version is `2`, "
+                      "use `containerd config default` to generate a new config or manually revert to version `2`")
+    if version <= 1:
+        data["plugins"] = {("io.containerd.grpc.v1." + k if k == "cri" else k): v
+                           for k, v in (data.get("plugins") or {}).items()}
+        data["disabled_plugins"] = [_V1_PLUGINS.get(str(p), str(p)) for p in data.get("disabled_plugins") or []]
+        data["version"] = 2
+        return data
+    for key, what in (("disabled_plugins", "disabled plugin URI"), ("required_plugins", "required plugin URI"),
+                      ("plugins", "plugin key URI"), ("proxy_plugins", "proxy plugin key URI")):
+        for p in data.get(key) or []:
+            if len(str(p).split(".")) < 4:
+                raise Exit(1, f"containerd: failed to load TOML from {CONTAINERD_CONFIG}: invalid {what} \"{p}\" "
+                              "expect io.containerd.x.vx")
+    return data
+
+
+def _toml_kind(v) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, dict):
+        return "table"
+    return type(v).__name__
+
+
+def _type_mismatch(have: dict, default: dict, path: str) -> str | None:
+    """The first key whose TOML type differs from the default's (runtimes are checked against
+    the default runc runtime's table)."""
+    for k, v in have.items():
+        ref = default.get(k)
+        if ref is None and path.endswith(".runtimes") and isinstance(default.get("runc"), dict):
+            ref = default["runc"]
+        if ref is None:
+            continue
+        if isinstance(ref, dict) and isinstance(v, dict):
+            bad = _type_mismatch(v, ref, f"{path}.{k}")
+            if bad:
+                return bad
+        elif _toml_kind(v) != _toml_kind(ref):
+            return (f"toml: cannot decode TOML {_toml_kind(v)} into struct field {path}.{k} "
+                    f"of type {_toml_kind(ref)}")
+    return None
+
+
+def cri_plugin_error(data: dict | None, major: int) -> str | None:
+    """Why containerd, running, skips its CRI plugin (None when CRI is served).
+
+    - the plugin is disabled (the containerd.io package's own config.toml: disabled_plugins = ["cri"]);
+    - its configuration does not decode: containerd logs "failed to load plugin
+      io.containerd.grpc.v1.cri" and carries on without CRI (containerd/containerd#4574 and #5306
+      quote it, with kubeadm's "[ERROR CRI] ... unknown service" that follows). A value of the wrong
+      type (`SystemdCgroup = 'true'`, `enable_cdi = "true"`) is such a value: the plugin's config
+      struct has typed fields. Inside a runtime's `options` containerd 1.x decodes the value only
+      when a pod starts ("failed to generate runtime options", pkg/cri/server/sandbox_run.go), so
+      the node is as broken; the lab reports it at start-up for every version.
+    """
+    if data is None:
+        return None
+    cri_ids = ("io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images")
+    for p in data.get("disabled_plugins") or []:
+        if p in cri_ids:
+            return f'msg="failed to load plugin" error="disabled" id={p}'
+    default = _native_default_data(major)
+    plugins = data.get("plugins") or {}
+    for pid in (cri_ids if major >= 2 else cri_ids[:1]):
+        have, ref = plugins.get(pid), (default.get("plugins") or {}).get(pid) or {}
+        if have is not None and not isinstance(have, dict):
+            return f'msg="failed to load plugin" error="toml: cannot decode TOML {_toml_kind(have)} into a table" id={pid}'
+        bad = _type_mismatch(have or {}, ref, "plugins." + pid)
+        if bad:
+            return f'level=warning msg="failed to load plugin {pid}" error="invalid plugin config: {bad}"'
+    return None
+
+
+def _native_default_data(major: int) -> dict:
     try:
-        _containerd_file(_containerd_major())
+        return tomllib.loads((STATE / "containerd" / "default.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+
+
+def containerd_check() -> int:
+    """Used by the systemctl simulator on (re)start of containerd: does the config load? What it
+    loaded (CRI served or skipped) is kept until the next start, as a running daemon keeps it."""
+    major = _containerd_major()
+    try:
+        data = _containerd_file(major)
     except Exit as e:
         _journal("containerd", e.err)
         return 1
+    why = cri_plugin_error(data, major)
+    if why:
+        _journal("containerd", why)
+    write(STATE / "containerd" / "loaded.json", json.dumps({"cri_error": why}) + "\n")
     return 0
 
 
@@ -722,6 +841,15 @@ def _migrate_v2_to_v3(plugins: dict) -> None:
                     cni["bin_dirs"] = [v]
             else:
                 cni.setdefault(k, v)
+    # The images plugin's migration (plugins/cri/images/plugin.go configMigration/migrateConfig,
+    # containerd v2.1): sandbox_image -> pinned_images.sandbox and the image keys move whatever
+    # else the table holds; only the snapshotter keys need its containerd section.
+    images = plugins.setdefault(_CRI_IMAGES, {})
+    if "sandbox_image" in src:
+        images.setdefault("pinned_images", {})["sandbox"] = src["sandbox_image"]
+    for k in _TO_IMAGES:
+        if k in src:
+            images[k] = src[k]
     ctrd = src.get("containerd")
     if isinstance(ctrd, dict):
         new = runtime.setdefault("containerd", {})
@@ -731,16 +859,9 @@ def _migrate_v2_to_v3(plugins: dict) -> None:
         for rt in (new.get("runtimes") or {}).values():
             if isinstance(rt, dict) and "sandbox_mode" in rt and "sandboxer" not in rt:
                 rt["sandboxer"] = rt.pop("sandbox_mode")
-        # the images plugin migrates only when the old table has a containerd section
-        images = plugins.setdefault(_CRI_IMAGES, {})
-        if "sandbox_image" in src:
-            images.setdefault("pinned_images", {})["sandbox"] = src["sandbox_image"]
         for k in _SNAPSHOT_KEYS:
             if k in ctrd:
                 images[k] = ctrd[k]
-        for k in _TO_IMAGES:
-            if k in src:
-                images[k] = src[k]
     plugins[_CRI_V2] = {k: v for k, v in src.items() if k in _SERVER_KEYS}
 
 
@@ -751,9 +872,35 @@ def _merged(base: dict, over: dict) -> dict:
     return out
 
 
+def containerd_effective() -> dict | None:
+    """The configuration containerd runs with (defaults + migrated file), None when it would not start."""
+    major = _containerd_major()
+    try:
+        default = tomllib.loads((STATE / "containerd" / "default.toml").read_text())
+        data = _containerd_file(major)
+    except (OSError, tomllib.TOMLDecodeError, Exit):
+        return None
+    return _merged(default, data) if data is not None else default
+
+
+def containerd_sandbox_image(eff: dict) -> str | None:
+    plugins = eff.get("plugins") or {}
+    return (((plugins.get(_CRI_IMAGES) or {}).get("pinned_images") or {}).get("sandbox")
+            or (plugins.get(_CRI_V2) or {}).get("sandbox_image"))
+
+
+def containerd_systemd_cgroup(eff: dict) -> bool:
+    plugins = eff.get("plugins") or {}
+    for pid in (_CRI_RUNTIME, _CRI_V2):
+        runc = (((plugins.get(pid) or {}).get("containerd") or {}).get("runtimes") or {}).get("runc") or {}
+        if "options" in runc:
+            return (runc.get("options") or {}).get("SystemdCgroup") is True
+    return False
+
+
 def containerd_dump() -> int:
     """`containerd config dump`: the configuration the daemon runs with — its defaults with the
-    file laid over them, a version 2 file migrated to version 3 by containerd 2.x, and
+    file laid over them, an older file migrated (version 0/1 and 2 to 3 by containerd 2.x), and
     `version` set to the binary's own (drop-ins under `imports` are not simulated)."""
     major = _containerd_major()
     default = (STATE / "containerd" / "default.toml").read_text()
@@ -761,12 +908,6 @@ def containerd_dump() -> int:
     if data is None:
         out(default)
         return 0
-    version = int(data.get("version", 1))
-    if major >= 2 and version == 2:
-        _migrate_v2_to_v3(data.setdefault("plugins", {}))
-    elif major < 2 and version == 1:  # 1.x reads version 1 files by their short plugin ids
-        data["plugins"] = {("io.containerd.grpc.v1." + k if k == "cri" else k): v
-                           for k, v in (data.get("plugins") or {}).items()}
     dumped = _merged(tomllib.loads(default), data)
     dumped["version"] = 3 if major >= 2 else 2
     out(importlib.import_module("tomli_w").dumps(dumped))
@@ -951,6 +1092,8 @@ def node_ready(c: dict, node: dict) -> tuple[str, str, str]:
     if u.get("containerd.service", ["inactive"])[0] != "active":
         return ("False", "KubeletNotReady", "container runtime is down, PLEG is not healthy: pleg was last seen "
                 "active 3m0s ago; threshold is 3m0s")
+    if node.get("pods_broken"):
+        return ("False", "KubeletNotReady", node["pods_broken"])
     if fxs.get("kubelet_never_ready"):
         return ("False", "KubeletNotReady", "container runtime network not ready: NetworkReady=false "
                 "reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized")
@@ -969,17 +1112,20 @@ V1BETA4_FIELDS = {
                              "controlPlaneEndpoint", "apiServer", "controllerManager", "scheduler", "dns",
                              "proxy", "certificatesDir", "imageRepository", "featureGates", "clusterName",
                              "encryptionAlgorithm", "certificateValidityPeriod",
-                             "caCertificateValidityPeriod", "upgrade"},
+                             "caCertificateValidityPeriod"},
     "JoinConfiguration": {"apiVersion", "kind", "dryRun", "nodeRegistration", "caCertPath", "discovery",
                           "controlPlane", "skipPhases", "patches", "timeouts"},
     "ResetConfiguration": {"apiVersion", "kind", "cleanupTmpDir", "certificatesDir", "criSocket", "dryRun",
                            "force", "ignorePreflightErrors", "skipPhases", "unmountFlags"},
+    "UpgradeConfiguration": {"apiVersion", "kind", "apply", "diff", "node", "plan", "timeouts"},
 }
+# v1beta4 (cmd/kubeadm/app/apis/kubeadm/v1beta4/types.go, k8s v1.31+): the upgrade settings are their
+# own kind (no ClusterConfiguration.upgrade) and discovery's timeout moved to timeouts.discovery.
 V1BETA3_FIELDS = {
     "InitConfiguration": V1BETA4_FIELDS["InitConfiguration"] - {"dryRun", "timeouts"},
     "ClusterConfiguration": V1BETA4_FIELDS["ClusterConfiguration"] - {"encryptionAlgorithm",
                                                                       "certificateValidityPeriod",
-                                                                      "caCertificateValidityPeriod", "upgrade"},
+                                                                      "caCertificateValidityPeriod"},
     "JoinConfiguration": V1BETA4_FIELDS["JoinConfiguration"] - {"dryRun", "timeouts"},
 }
 SUB_FIELDS = {
@@ -987,7 +1133,7 @@ SUB_FIELDS = {
                          "imagePullPolicy", "imagePullSerial"},
     "localAPIEndpoint": {"advertiseAddress", "bindPort"},
     "networking": {"serviceSubnet", "podSubnet", "dnsDomain"},
-    "discovery": {"bootstrapToken", "file", "tlsBootstrapToken", "timeout"},
+    "discovery": {"bootstrapToken", "file", "tlsBootstrapToken"},            # + "timeout" in v1beta3
     "bootstrapToken": {"token", "apiServerEndpoint", "caCertHashes", "unsafeSkipCAVerification"},
     "controlPlane": {"localAPIEndpoint", "certificateKey"},
     "bootstrapTokens[]": {"token", "description", "ttl", "expires", "usages", "groups"},
@@ -995,6 +1141,97 @@ SUB_FIELDS = {
 }
 OTHER_KINDS = {("kubelet.config.k8s.io/v1beta1", "KubeletConfiguration"),
                ("kubeproxy.config.k8s.io/v1alpha1", "KubeProxyConfiguration")}
+
+
+# constants.PauseVersion of each kubeadm minor (cmd/kubeadm/app/constants/constants.go at
+# v1.33.0: "3.10"; v1.34.0 onwards: "3.10.1"). The etcd and CoreDNS tags are not modelled per minor.
+PAUSE_BY_MINOR = {33: "3.10"}
+
+
+def kubeadm_pause_image() -> str:
+    return f"registry.k8s.io/pause:{PAUSE_BY_MINOR.get(_kubeadm_minor(), '3.10.1')}"
+
+
+# KubeletConfiguration (kubelet.config.k8s.io/v1beta1, staging/src/k8s.io/kubelet/config/v1beta1/types.go
+# at v1.35): field -> JSON type. kubeadm decodes the document into it (a value of another type is
+# fatal: "json: cannot unmarshal ...") and checks it strictly, where an unknown field is only a
+# warning (cmd/kubeadm/app/componentconfigs: strict.VerifyUnmarshalStrict + klog.Warning).
+_S, _B, _I, _M, _L, _F = "string", "bool", "number", "object", "array", "float"
+KUBELET_FIELDS = {
+    "apiVersion": _S, "kind": _S, "enableServer": _B, "staticPodPath": _S, "podLogsDir": _S, "syncFrequency": _S,
+    "fileCheckFrequency": _S, "httpCheckFrequency": _S, "staticPodURL": _S, "staticPodURLHeader": _M,
+    "address": _S, "port": _I, "readOnlyPort": _I, "tlsCertFile": _S, "tlsPrivateKeyFile": _S,
+    "tlsCipherSuites": _L, "tlsMinVersion": _S, "rotateCertificates": _B, "serverTLSBootstrap": _B,
+    "authentication": _M, "authorization": _M, "registryPullQPS": _I, "registryBurst": _I,
+    "imagePullCredentialsVerificationPolicy": _S, "preloadedImagesVerificationAllowlist": _L,
+    "eventRecordQPS": _I, "eventBurst": _I, "enableDebuggingHandlers": _B, "enableContentionProfiling": _B,
+    "healthzPort": _I, "healthzBindAddress": _S, "oomScoreAdj": _I, "clusterDomain": _S, "clusterDNS": _L,
+    "streamingConnectionIdleTimeout": _S, "nodeStatusUpdateFrequency": _S, "nodeStatusReportFrequency": _S,
+    "nodeLeaseDurationSeconds": _I, "imageMinimumGCAge": _S, "imageMaximumGCAge": _S,
+    "imageGCHighThresholdPercent": _I, "imageGCLowThresholdPercent": _I, "volumeStatsAggPeriod": _S,
+    "kubeletCgroups": _S, "systemCgroups": _S, "cgroupRoot": _S, "cgroupsPerQOS": _B, "cgroupDriver": _S,
+    "cpuManagerPolicy": _S, "singleProcessOOMKill": _B, "cpuManagerPolicyOptions": _M,
+    "cpuManagerReconcilePeriod": _S, "memoryManagerPolicy": _S, "topologyManagerPolicy": _S,
+    "topologyManagerScope": _S, "topologyManagerPolicyOptions": _M, "qosReserved": _M,
+    "runtimeRequestTimeout": _S, "hairpinMode": _S, "maxPods": _I, "podCIDR": _S, "podPidsLimit": _I,
+    "resolvConf": _S, "runOnce": _B, "cpuCFSQuota": _B, "cpuCFSQuotaPeriod": _S, "nodeStatusMaxImages": _I,
+    "maxOpenFiles": _I, "contentType": _S, "kubeAPIQPS": _I, "kubeAPIBurst": _I, "serializeImagePulls": _B,
+    "maxParallelImagePulls": _I, "evictionHard": _M, "evictionSoft": _M, "evictionSoftGracePeriod": _M,
+    "evictionPressureTransitionPeriod": _S, "evictionMaxPodGracePeriod": _I, "evictionMinimumReclaim": _M,
+    "mergeDefaultEvictionSettings": _B, "podsPerCore": _I, "enableControllerAttachDetach": _B,
+    "protectKernelDefaults": _B, "makeIPTablesUtilChains": _B, "iptablesMasqueradeBit": _I,
+    "iptablesDropBit": _I, "featureGates": _M, "failSwapOn": _B, "memorySwap": _M, "containerLogMaxSize": _S,
+    "containerLogMaxFiles": _I, "containerLogMaxWorkers": _I, "containerLogMonitorInterval": _S,
+    "configMapAndSecretChangeDetectionStrategy": _S, "systemReserved": _M, "kubeReserved": _M,
+    "reservedSystemCPUs": _S, "showHiddenMetricsForVersion": _S, "systemReservedCgroup": _S,
+    "kubeReservedCgroup": _S, "enforceNodeAllocatable": _L, "allowedUnsafeSysctls": _L, "volumePluginDir": _S,
+    "providerID": _S, "kernelMemcgNotification": _B, "logging": _M, "enableSystemLogHandler": _B,
+    "enableSystemLogQuery": _B, "shutdownGracePeriod": _S, "shutdownGracePeriodCriticalPods": _S,
+    "shutdownGracePeriodByPodPriority": _L, "crashLoopBackOff": _M, "reservedMemory": _L,
+    "enableProfilingHandler": _B, "enableDebugFlagsHandler": _B, "seccompDefault": _B,
+    "memoryThrottlingFactor": _F, "registerWithTaints": _L, "registerNode": _B, "tracing": _M,
+    "localStorageCapacityIsolation": _B, "containerRuntimeEndpoint": _S, "imageServiceEndpoint": _S,
+    "failCgroupV1": _B, "userNamespaces": _M,
+}
+KUBELET_GVK = 'schema.GroupVersionKind{Group:"kubelet.config.k8s.io", Version:"v1beta1", Kind:"KubeletConfiguration"}'
+
+
+def _json_kind(v) -> str:
+    if isinstance(v, bool):
+        return _B
+    if isinstance(v, (int, float)):
+        return _I
+    if isinstance(v, str):
+        return _S
+    if isinstance(v, list):
+        return _L
+    if isinstance(v, dict):
+        return _M
+    return "null"
+
+
+def _check_kubelet_config(doc: dict) -> None:
+    for k, v in doc.items():
+        want = KUBELET_FIELDS.get(k)
+        if want is None:
+            err(f'W0820 10:00:00.000000 {os.getpid()} strict.go:54] error unmarshaling configuration {KUBELET_GVK}: '
+                f'strict decoding error: unknown field "{k}"')
+            continue
+        have = _json_kind(v)
+        if v is not None and have != want and not (want == _F and have == _I):
+            go = {_S: "string", _B: "bool", _I: "int32", _M: "map", _L: "slice", _F: "float64"}[want]
+            raise Exit(1, f"error unmarshaling configuration {KUBELET_GVK}: json: cannot unmarshal {have} into Go "
+                          f"struct field KubeletConfiguration.{k} of type {go}")
+
+
+def kubelet_config(kinds: dict) -> dict:
+    """/var/lib/kubelet/config.yaml: kubeadm's defaults (cgroupDriver systemd since v1.22) with the
+    KubeletConfiguration document laid over them."""
+    cfg = {"apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+           "cgroupDriver": "systemd", "clusterDNS": ["10.96.0.10"], "clusterDomain": "cluster.local",
+           "staticPodPath": "/etc/kubernetes/manifests", "rotateCertificates": True}
+    cfg.update(kinds.get("KubeletConfiguration") or {})
+    return cfg
 
 
 def _kubeadm_minor() -> int:
@@ -1015,8 +1252,9 @@ def _strict(kind: str, api: str, doc: dict, allowed: set[str]) -> None:
                         ("networking", "networking"), ("discovery", "discovery"), ("controlPlane", "controlPlane")):
         val = doc.get(sub)
         if isinstance(val, dict):
+            allowed_sub = SUB_FIELDS[sub] | ({"timeout"} if sub == "discovery" and api == "v1beta3" else set())
             for k in val:
-                if k not in SUB_FIELDS[sub]:
+                if k not in allowed_sub:
                     raise unknown(f"{prefix}.{k}")
     d = doc.get("discovery") or {}
     if isinstance(d.get("bootstrapToken"), dict):
@@ -1052,6 +1290,26 @@ def _strict(kind: str, api: str, doc: dict, allowed: set[str]) -> None:
                           "map[string]string")
 
 
+def _validate_certificate_key(kind: str, doc: dict) -> None:
+    """ValidateCertificateKey (cmd/kubeadm/app/apis/kubeadm/validation/validation.go): the key must
+    hex-decode to constants.CertificateKeySize (32) bytes."""
+    for path, key in (("certificateKey", doc.get("certificateKey")),
+                      ("controlPlane.certificateKey", (doc.get("controlPlane") or {}).get("certificateKey"))):
+        if not key:
+            continue
+        key = str(key)
+        bad = next((ch for ch in key if ch not in "0123456789abcdefABCDEF"), None)
+        if bad is not None:
+            raise Exit(1, f'{path}: Invalid value: "{key}": certificate key decoding error: '
+                          f"encoding/hex: invalid byte: U+{ord(bad):04X} {bad!r}")
+        if len(key) % 2:
+            raise Exit(1, f'{path}: Invalid value: "{key}": certificate key decoding error: '
+                          "encoding/hex: odd length hex string")
+        if len(key) // 2 != 32:
+            raise Exit(1, f'{path}: Invalid value: "{key}": invalid certificate key size {len(key) // 2}, the key '
+                          "must be an AES key of size 32")
+
+
 def load_config(path: str, want: str) -> dict[str, dict]:
     """Parse a kubeadm --config file strictly; returns {kind: doc}."""
     try:
@@ -1076,6 +1334,8 @@ def load_config(path: str, want: str) -> dict[str, dict]:
                           f"'{json.dumps(d)[:200]}'")
         api_full, kind = d["apiVersion"], d["kind"]
         if (api_full, kind) in OTHER_KINDS:
+            if kind == "KubeletConfiguration":
+                _check_kubelet_config(d)
             kinds[kind] = d
             continue
         group, _, api = api_full.partition("/")
@@ -1100,6 +1360,9 @@ def load_config(path: str, want: str) -> dict[str, dict]:
         if kind in kinds:
             raise Exit(1, f"duplicate {kind} document in {path}")
         kinds[kind] = d
+    # validation runs once every document is decoded (component configs included)
+    for kind, d in kinds.items():
+        _validate_certificate_key(kind, d)
     if want == "init":
         if "JoinConfiguration" in kinds:
             raise Exit(1, "unexpected JoinConfiguration in the init configuration")
@@ -1177,12 +1440,15 @@ def _cri_error() -> str | None:
                 f"service: validate service connection: validate CRI v1 runtime API for endpoint \"{sock}\": "
                 f"rpc error: code = Unavailable desc = connection error: desc = \"transport: Error while "
                 f"dialing: dial unix /var/run/containerd/containerd.sock: connect: no such file or directory\"")
-    try:
-        data = tomllib.loads(CONTAINERD_CONFIG.read_text())
-    except (OSError, tomllib.TOMLDecodeError):
-        data = {}
-    if any(p in ("cri", "io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime")
-           for p in data.get("disabled_plugins") or []):
+    loaded = STATE / "containerd" / "loaded.json"
+    if loaded.exists():     # what the running daemon loaded at its last start
+        why = json.loads(loaded.read_text()).get("cri_error")
+    else:                   # never restarted in the lab: it runs with the file as it is
+        try:
+            why = cri_plugin_error(_containerd_file(_containerd_major()), _containerd_major())
+        except Exit:
+            why = "config"
+    if why:
         return (f"[ERROR CRI]: container runtime is not running: output: time=\"2026-08-20T10:00:00Z\" "
                 f"level=fatal msg=\"validate service connection: validate CRI v1 runtime API for endpoint "
                 f"\\\"{sock}\\\": rpc error: code = Unimplemented desc = unknown service "
@@ -1190,7 +1456,133 @@ def _cri_error() -> str | None:
     return None
 
 
-def _preflight(kind: str, cp: bool, bind_port: int, ignore: set[str]) -> tuple[list[str], list[str]]:
+def _cgroup_v1() -> bool:
+    return not Path("/sys/fs/cgroup/cgroup.controllers").exists()
+
+
+def _minor_of(v: str | None) -> int | None:
+    m = re.match(r"v?(\d+)\.(\d+)", v or "")
+    return int(m.group(2)) if m else None
+
+
+def _no_proxy_match(host: str, entries: list[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        ip = None
+    if ip is not None and ip.is_loopback or host == "localhost":
+        return True          # httpproxy never proxies loopback
+    for e in (x.strip().lower() for x in entries):
+        if not e:
+            continue
+        if e == "*":
+            return True
+        if ip is not None and "/" in e:
+            try:
+                if ip in ipaddress.ip_network(e, strict=False):
+                    return True
+            except ValueError:
+                pass
+            continue
+        e = e.rsplit(":", 1)[0] if e.count(":") == 1 else e
+        h = host.lower()
+        if h == e.lstrip(".") or (h.endswith("." + e.lstrip(".")) and ip is None):
+            return True
+    return False
+
+
+def _proxy_for(host: str) -> str | None:
+    """The proxy net/http's ProxyFromEnvironment picks for https://host (golang.org/x/net/http/httpproxy:
+    HTTPS_PROXY or https_proxy; NO_PROXY or no_proxy entries: "*", a CIDR, a host, a domain)."""
+    env = os.environ
+    proxy = env.get("HTTPS_PROXY") or env.get("https_proxy")
+    if not proxy:
+        return None
+    if _no_proxy_match(host, (env.get("NO_PROXY") or env.get("no_proxy") or "").split(",")):
+        return None
+    return proxy if "://" in proxy else "http://" + proxy
+
+
+# IsQualifiedName (staging/src/k8s.io/apimachinery/pkg/util/validation/validation.go)
+_QNAME_RE = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+
+
+def _qualified_name_errors(name: str) -> list[str]:
+    part = name.rsplit("/", 1)[-1]
+    msgs = []
+    if not part:
+        msgs.append("name part must be non-empty")
+    elif len(part) > 63:
+        msgs.append("name part must be no more than 63 characters")
+    if part and not _QNAME_RE.fullmatch(part):
+        msgs.append("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
+                    "with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for "
+                    "validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')")
+    return msgs
+
+
+def _preflight_checks(kind: str, info: dict) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The checks of cmd/kubeadm/app/preflight/checks.go (v1.35) beyond the basic ones:
+    SystemVerification (cgroups), Hostname, KubeletVersion, HTTPProxy and HTTPProxyCIDR."""
+    errors: list[tuple[str, str]] = []
+    warns: list[tuple[str, str]] = []
+    kubelet = version_file("kubelet")
+    kminor = _minor_of(kubelet)
+    # SystemVerification: k8s.io/system-validators v1.12.1 CgroupsValidator, vendored by
+    # kubernetes/kubernetes#134744: cgroups v1 is an error for a kubelet >= 1.35, a warning before
+    # (the messages as kubernetes/minikube#22315 and system-validators#38 quote them).
+    if _cgroup_v1():
+        if kminor is not None and kminor >= 35:
+            errors.append(("SystemVerification", "cgroups v1 support is deprecated and will be removed in a future "
+                           "release. Please migrate to cgroups v2. To explicitly enable cgroups v1 support for kubelet "
+                           "v1.35 or newer, you must set the kubelet configuration option 'FailCgroupV1' to 'false'. "
+                           "You must also explicitly skip this validation. For more information, see "
+                           "https://git.k8s.io/enhancements/keps/sig-node/5573-remove-cgroup-v1"))
+        else:
+            warns.append(("SystemVerification", "cgroups v1 support is in maintenance mode, please migrate to cgroups v2"))
+    # Hostname: warnings only (IsQualifiedName, then net.LookupHost).
+    node = info.get("node_name") or socket.gethostname()
+    for msg in _qualified_name_errors(node):
+        warns.append(("Hostname", f'invalid node name format "{node}": {msg}'))
+    try:
+        socket.getaddrinfo(node, None)
+    except OSError:
+        warns.append(("Hostname", f'hostname "{node}" could not be reached'))
+        warns.append(("Hostname", f'hostname "{node}": lookup {node} on 127.0.0.1:53: read udp '
+                                  "127.0.0.1:41234->127.0.0.1:53: read: connection refused"))
+    # KubeletVersion: not older than kubeadm's minor - 3 (constants.MinimumKubeletVersion), and on
+    # init not newer than the control plane.
+    if kubelet and kminor is not None:
+        if kminor < _kubeadm_minor() - 3:
+            errors.append(("KubeletVersion", f'Kubelet version "{kubelet}" is lower than kubeadm can support. '
+                                             "Please upgrade kubelet"))
+        cpv = info.get("k8s_version")
+        if kind == "init" and cpv and _minor_of(cpv) is not None and kminor > _minor_of(cpv):
+            errors.append(("KubeletVersion", "the kubelet version is higher than the control plane version. This is "
+                           "not a supported version skew and may lead to a malfunctional cluster. Kubelet version: "
+                           f'"{kubelet}" Control plane version: "{cpv.lstrip("v")}"'))
+    # HTTPProxy / HTTPProxyCIDR: warnings when the API server or the cluster's ranges go via a proxy.
+    host = info.get("proxy_host")
+    if host:
+        proxy = _proxy_for(host)
+        if proxy:
+            warns.append(("HTTPProxy", f'Connection to "https://{host}" uses proxy "{proxy}". If that is not '
+                                       "intended, adjust your proxy settings"))
+    for cidr in info.get("cidrs") or []:
+        try:
+            first = str(ipaddress.ip_network(cidr.strip(), strict=False).network_address + 1)
+        except ValueError:
+            continue
+        proxy = _proxy_for(first)
+        if proxy:
+            warns.append(("HTTPProxyCIDR", f'connection to "{cidr.strip()}" uses proxy "{proxy}". This may lead to '
+                          "malfunctional cluster setup. Make sure that Pod and Services IP ranges specified correctly "
+                          "as exceptions in proxy configuration"))
+    return errors, warns
+
+
+def _preflight(kind: str, cp: bool, bind_port: int, ignore: set[str], info: dict | None = None
+               ) -> tuple[list[str], list[str]]:
     """(errors, warnings) of kubeadm's own preflight for init / join."""
     errors: list[tuple[str, str]] = []
     warns: list[tuple[str, str]] = []
@@ -1252,6 +1644,9 @@ def _preflight(kind: str, cp: bool, bind_port: int, ignore: set[str]) -> tuple[l
     if not kv or not (Path("/usr/bin/kubelet").exists() or Path("/usr/local/bin/kubelet").exists()):
         errors.append(("KubeletVersion", "couldn't get kubelet version: cannot execute 'kubelet --version': "
                                          'exec: "kubelet": executable file not found in $PATH'))
+    more_errors, more_warns = _preflight_checks(kind, info or {})
+    errors += more_errors
+    warns += more_warns
     if "kubelet.service" not in units() or units()["kubelet.service"][1] != "enabled":
         warns.append(("Service-Kubelet", "kubelet service is not enabled, please run 'systemctl enable "
                                          "kubelet.service'"))
@@ -1262,9 +1657,13 @@ def _preflight(kind: str, cp: bool, bind_port: int, ignore: set[str]) -> tuple[l
     return fatal, warn
 
 
-def _run_preflight(kind: str, cp: bool, bind_port: int, ignore: set[str]) -> None:
+def _run_preflight(kind: str, cp: bool, bind_port: int, ignore: set[str], info: dict | None = None) -> None:
     out("[preflight] Running pre-flight checks")
-    fatal, warns = _preflight(kind, cp, bind_port, ignore)
+    fatal, warns = _preflight(kind, cp, bind_port, ignore, info)
+    if any("[ERROR SystemVerification]" in f for f in fatal):
+        out("[preflight] The system verification failed. Printing the output from the verification:\n"
+            f"KERNEL_VERSION: {(STATE / 'kernel').read_text().strip() if (STATE / 'kernel').exists() else ''}\n"
+            "OS: Linux\nCGROUPS_CPU: enabled\nCGROUPS_MEMORY: enabled")
     for w in warns:
         err(w)
     if fatal:
@@ -1320,7 +1719,7 @@ def _register(c: dict, nr: dict, cp: bool, address: str) -> dict:
     return node
 
 
-def _write_node_files(c: dict, cp: bool, node: str) -> None:
+def _write_node_files(c: dict, cp: bool, node: str, kcfg: dict | None = None) -> None:
     server = f"https://{c['endpoint']}"
     pki = Path("/etc/kubernetes/pki")
     pki.mkdir(parents=True, exist_ok=True)
@@ -1344,8 +1743,10 @@ def _write_node_files(c: dict, cp: bool, node: str) -> None:
                 sort_keys=False), 0o600)
         Path("/var/lib/etcd/member").mkdir(parents=True, exist_ok=True)
     write("/etc/kubernetes/kubelet.conf", _kubeconfig(c["cluster_name"], server, c["ca_cert"], f"system:node:{node}"), 0o600)
-    write("/var/lib/kubelet/config.yaml", "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
-                                          "cgroupDriver: systemd\n")
+    kcfg = kcfg or kubelet_config({})
+    if cp and "kubelet_config" not in c:
+        c["kubelet_config"] = kcfg      # uploaded as the kubelet-config ConfigMap; joining nodes get it
+    write("/var/lib/kubelet/config.yaml", yaml.safe_dump(kcfg, sort_keys=False))
     write("/var/lib/kubelet/kubeadm-flags.env", 'KUBELET_KUBEADM_ARGS="--container-runtime-endpoint='
                                                 'unix:///var/run/containerd/containerd.sock"\n')
 
@@ -1397,7 +1798,7 @@ def kubeadm(args: list[str]) -> int:
         v = "v" + (version_file("kubeadm") or "1.36.2")
         out("\n".join(f"registry.k8s.io/{i}:{v}" for i in ("kube-apiserver", "kube-controller-manager",
                                                            "kube-scheduler", "kube-proxy"))
-            + "\nregistry.k8s.io/coredns/coredns:v1.12.1\nregistry.k8s.io/pause:3.10.1\nregistry.k8s.io/etcd:3.6.5-0")
+            + f"\nregistry.k8s.io/coredns/coredns:v1.12.1\n{kubeadm_pause_image()}\nregistry.k8s.io/etcd:3.6.5-0")
         return 0
     raise Exit(1, f"kubeadm: the gpuk8s lab does not simulate: kubeadm {' '.join(args)}")
 
@@ -1425,10 +1826,17 @@ def kubeadm_init(args: list[str]) -> int:
     bind = int((ic.get("localAPIEndpoint") or {}).get("bindPort") or 6443)
     ignore = set(str(flags.get("ignore-preflight-errors", "")).split(",")) - {""}
     ignore |= set(nr.get("ignorePreflightErrors") or [])
-    _run_preflight("init", True, bind, ignore)
+    net0 = cc.get("networking") or {}
+    _run_preflight("init", True, bind, ignore, {
+        "node_name": nr.get("name"), "k8s_version": ver,
+        "proxy_host": (ic.get("localAPIEndpoint") or {}).get("advertiseAddress") or _cp_address(),
+        "cidrs": [x for x in (str(net0.get("serviceSubnet") or "10.96.0.0/12") + "," + str(net0.get("podSubnet") or ""))
+                  .split(",") if x.strip()]})
     out("[preflight] Pulling images required for setting up a Kubernetes cluster\n"
         "[preflight] This might take a minute or two, depending on the speed of your internet connection\n"
         "[preflight] You can also perform this action beforehand using 'kubeadm config images pull'")
+    _sandbox_image_warning(cc.get("imageRepository"))
+    kcfg = kubelet_config(kinds)
     endpoint = cc.get("controlPlaneEndpoint") or f"{(ic.get('localAPIEndpoint') or {}).get('advertiseAddress') or _cp_address()}:{bind}"
     if ":" not in endpoint.rsplit("]", 1)[-1]:
         endpoint += f":{bind}"
@@ -1462,8 +1870,11 @@ def kubeadm_init(args: list[str]) -> int:
             '[kubelet-start] Starting the kubelet\n'
             '[wait-control-plane] Waiting for the kubelet to boot up the control plane as static Pods from directory "/etc/kubernetes/manifests"\n'
             '[kubelet-check] Waiting for a healthy kubelet at http://127.0.0.1:10248/healthz. This can take up to 4m0s')
-        _write_node_files(c, True, name)
-        if swap_on():
+        _write_node_files(c, True, name, kcfg)
+        kubelet_err = _kubelet_start_error(kcfg)
+        if kubelet_err:
+            if not swap_on():
+                _journal("kubelet", kubelet_err)
             set_unit("kubelet.service", "activating")
             c["initialized"] = False
             c["failed_init"] = True
@@ -1476,6 +1887,17 @@ def kubeadm_init(args: list[str]) -> int:
                          "to 'curl -sSL http://127.0.0.1:10248/healthz' returned error: Get "
                          "\"http://127.0.0.1:10248/healthz\": dial tcp 127.0.0.1:10248: connect: connection refused")
         set_unit("kubelet.service", "active")
+        broken = _cgroup_driver_mismatch(kcfg)
+        if broken:   # the static pods never start: the control plane does not come up
+            _journal("kubelet", broken)
+            c["initialized"] = False
+            c["failed_init"] = True
+            out("[kubelet-check] The kubelet is healthy after 1.00123s\n"
+                "[control-plane-check] Waiting for healthy control plane components. This can take up to 4m0s\n"
+                f"[control-plane-check] kube-apiserver is not healthy after 4m0.000s")
+            raise _fatal("wait-control-plane", "failed while waiting for the control plane to start: kube-apiserver "
+                         f"check failed at https://{_cp_address()}:{bind}/livez: Get \"https://{_cp_address()}:{bind}"
+                         f"/livez?timeout=10s\": dial tcp {_cp_address()}:{bind}: connect: connection refused")
         out("[kubelet-check] The kubelet is healthy after 1.00123s\n"
             "[control-plane-check] Waiting for healthy control plane components. This can take up to 4m0s\n"
             f"[control-plane-check] Checking kube-apiserver at https://{_cp_address()}:{bind}/livez\n"
@@ -1522,6 +1944,54 @@ def kubeadm_init(args: list[str]) -> int:
             f"kubeadm join {endpoint} --token {tokens[0]} \\\n"
             f"\t--discovery-token-ca-cert-hash {ca_hash(c['ca_cert'])}")
     return 0
+
+
+def _sandbox_image_warning(image_repository: str | None) -> None:
+    """ImagePullCheck (cmd/kubeadm/app/preflight/checks.go, v1.35): a klog warning, not a preflight
+    error, when the CRI's sandbox image is not kubeadm's pause image."""
+    eff = containerd_effective()
+    have = containerd_sandbox_image(eff) if eff else None
+    want = kubeadm_pause_image()
+    if image_repository:
+        want = f"{str(image_repository).rstrip('/')}/{want.rsplit('/', 1)[1]}"
+    if have and have != want:
+        err(f"W0820 10:00:00.000000 {os.getpid()} checks.go:846] detected that the sandbox image \"{have}\" of the "
+            "container runtime is inconsistent with that used by kubeadm. It is recommended to use "
+            f"\"{want}\" as the CRI sandbox image.")
+
+
+def _kubelet_start_error(kcfg: dict) -> str | None:
+    """Why the kubelet exits at start-up (kubeadm then waits 4m for its healthz and fails)."""
+    pre = 'E0820 10:00:01.000000    2107 run.go:72] "command failed" err="failed to run Kubelet: '
+    if swap_on() and kcfg.get("failSwapOn", True) is not False:
+        return pre + 'running with swap on is not supported, please disable swap or set --fail-swap-on flag to false"'
+    if _cgroup_v1() and (_minor_of(version_file("kubelet")) or 0) >= 35 and kcfg.get("failCgroupV1", True) is not False:
+        # KEP-5573 (kubelet v1.35): failCgroupV1 defaults to true
+        return pre + ('kubelet is configured to not run on a host using cgroup v1. cgroup v1 support is unsupported '
+                      'and will be removed in a future release"')
+    if kcfg.get("cgroupDriver") not in ("systemd", "cgroupfs"):
+        return pre + f'misconfiguration: kubelet cgroup driver: \\"{kcfg.get("cgroupDriver")}\\" is not supported"'
+    return None
+
+
+def _cgroup_driver_mismatch(kcfg: dict) -> str | None:
+    """A kubelet and containerd on different cgroup drivers: pod sandboxes fail to start, so static
+    pods never run and the node does not turn Ready. A kubelet >= 1.31 on containerd 2.x takes
+    the driver from the CRI (KubeletCgroupDriverFromCRI, KEP-4033; containerd 2.0 implements
+    RuntimeConfig), so only older pairs can disagree."""
+    eff = containerd_effective()
+    if eff is None:
+        return None
+    ctrd = "systemd" if containerd_systemd_cgroup(eff) else "cgroupfs"
+    if _containerd_major() >= 2 and (_minor_of(version_file("kubelet")) or 0) >= 31:
+        return None
+    kub = kcfg.get("cgroupDriver") or "systemd"
+    if kub == ctrd:
+        return None
+    return (f'E0820 10:00:07.000000    2107 pod_workers.go:1301] "Error syncing pod, skipping" err="failed to '
+            f'\\"CreatePodSandbox\\": rpc error: code = Unknown desc = failed to create containerd task: '
+            f'cgroup driver mismatch: kubelet uses \\"{kub}\\", containerd uses \\"{ctrd}\\" (SystemdCgroup = '
+            f'{"true" if ctrd == "systemd" else "false"})"')
 
 
 def _need_admin(flags: dict) -> dict:
@@ -1635,8 +2105,13 @@ def kubeadm_join(args: list[str]) -> int:
     bind = int(((cpcfg or {}).get("localAPIEndpoint") or {}).get("bindPort") or 6443)
     ignore = set(str(flags.get("ignore-preflight-errors", "")).split(",")) - {""}
     ignore |= set(nr.get("ignorePreflightErrors") or [])
-    _run_preflight("join", cp, bind, ignore)
     endpoint = str(bt.get("apiServerEndpoint") or "")
+    _run_preflight("join", cp, bind, ignore, {
+        "node_name": nr.get("name"),
+        "proxy_host": endpoint.rsplit(":", 1)[0].strip("[]") if ":" in endpoint else None})
+    if cp:
+        _sandbox_image_warning(None)
+    kcfg = kubelet_config({})   # a joining node gets the cluster's (the kubelet-config ConfigMap)
     token = str(bt.get("token") or "")
     hashes = [str(h) for h in bt.get("caCertHashes") or []]
     name = nr.get("name") or socket.gethostname()
@@ -1693,7 +2168,10 @@ def kubeadm_join(args: list[str]) -> int:
             '[kubelet-start] Writing kubelet environment file with flags to file "/var/lib/kubelet/kubeadm-flags.env"\n'
             "[kubelet-start] Starting the kubelet\n"
             "[kubelet-check] Waiting for a healthy kubelet at http://127.0.0.1:10248/healthz. This can take up to 4m0s")
-        if swap_on():
+        kcfg = c.get("kubelet_config") or kcfg
+        if _kubelet_start_error(kcfg):
+            if not swap_on():
+                _journal("kubelet", _kubelet_start_error(kcfg))
             write("/etc/kubernetes/bootstrap-kubelet.conf",
                   _kubeconfig(c["cluster_name"], f"https://{endpoint}", c["ca_cert"], "tls-bootstrap-token-user"), 0o600)
             write(Path("/etc/kubernetes/pki/ca.crt"), c["ca_cert"])
@@ -1702,10 +2180,14 @@ def kubeadm_join(args: list[str]) -> int:
             raise _fatal("kubelet-start", "failed while waiting for the kubelet to start: The HTTP call equal to "
                          "'curl -sSL http://127.0.0.1:10248/healthz' returned error: Get "
                          "\"http://127.0.0.1:10248/healthz\": dial tcp 127.0.0.1:10248: connect: connection refused")
-        _write_node_files(c, cp, name)
+        _write_node_files(c, cp, name, kcfg)
         set_unit("kubelet.service", "active")
         addr = ((cpcfg or {}).get("localAPIEndpoint") or {}).get("advertiseAddress") or host_state().get("address", "")
-        _register(c, nr, cp, addr)
+        reg = _register(c, nr, cp, addr)
+        broken = _cgroup_driver_mismatch(kcfg)
+        if broken:
+            _journal("kubelet", broken)
+            reg["pods_broken"] = broken
         out("[kubelet-check] The kubelet is healthy after 1.001s\n"
             "[kubelet-start] Waiting for the kubelet to perform the TLS Bootstrap\n")
         if cp:
