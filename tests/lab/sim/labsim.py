@@ -1894,7 +1894,7 @@ def kubeadm_init(args: list[str]) -> int:
             c["failed_init"] = True
             out("[kubelet-check] The kubelet is healthy after 1.00123s\n"
                 "[control-plane-check] Waiting for healthy control plane components. This can take up to 4m0s\n"
-                f"[control-plane-check] kube-apiserver is not healthy after 4m0.000s")
+                "[control-plane-check] kube-apiserver is not healthy after 4m0.000s")
             raise _fatal("wait-control-plane", "failed while waiting for the control plane to start: kube-apiserver "
                          f"check failed at https://{_cp_address()}:{bind}/livez: Get \"https://{_cp_address()}:{bind}"
                          f"/livez?timeout=10s\": dial tcp {_cp_address()}:{bind}: connect: connection refused")
