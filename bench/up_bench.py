@@ -2,8 +2,9 @@
 """`gpuk8s up` in the lab: how it scales with workers, and what a second run costs.
 
 Measured side by side in one run, on simulated bare hosts (tests/lab):
-  1. `up` of 1 control plane + 1 worker, then of 1 control plane + N workers (default 20):
-     target N-worker time <= 2 x the 1-worker time (preparation and joins run in parallel);
+  1. `up` of 1 control plane + 1 worker and of 1 control plane + N workers (default 20), each
+     from fresh bare hosts, alternated --repeat times: target median N-worker time <= 2 x the
+     median 1-worker time (preparation and joins run in parallel);
   2. on the finished N-worker cluster, alternately, a second `up` (must change nothing) and a
      `preflight`: target second-up median <= 1.5 x the preflight median.
 
@@ -70,14 +71,25 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gpuk8s-up-bench-"))
     results: dict[str, object] = {"workers": args.workers, "repeat": args.repeat}
 
-    with Lab(hosts(1)) as lab:
-        inv = lab.write_inventory(tmp / "inv-1.yaml")
-        t1, p = up(inv, tmp, "up-1")
-        must(p.returncode == 0, "up with 1 worker", p)
+    # Scaling: `up` from bare hosts with 1 and with N workers, alternated on fresh labs, medians.
+    ones, ns = [], []
+    for r in range(args.repeat):
+        with Lab(hosts(1)) as lab:
+            inv = lab.write_inventory(tmp / f"inv-1-{r}.yaml")
+            t1, p = up(inv, tmp, f"up-1-{r}")
+            must(p.returncode == 0, "up with 1 worker", p)
+            ones.append(t1)
+        if r < args.repeat - 1:
+            with Lab(hosts(args.workers)) as lab:
+                inv = lab.write_inventory(tmp / f"inv-{args.workers}-{r}.yaml")
+                tn, p = up(inv, tmp, f"up-{args.workers}-{r}")
+                must(p.returncode == 0, f"up with {args.workers} workers", p)
+                ns.append(tn)
     with Lab(hosts(args.workers)) as lab:
         inv = lab.write_inventory(tmp / f"inv-{args.workers}.yaml")
         tn, p = up(inv, tmp, f"up-{args.workers}")
         must(p.returncode == 0, f"up with {args.workers} workers", p)
+        ns.append(tn)
         again, pre = [], []
         for r in range(args.repeat):
             order = (("up", "pre") if r % 2 == 0 else ("pre", "up"))
@@ -91,12 +103,13 @@ def main() -> int:
                     must(p.returncode in (0, 1) and json.loads(p.stdout)["hosts"], "preflight", p)
                     pre.append(t)
 
+    t1, tn = statistics.median(ones), statistics.median(ns)
     scale = tn / t1
     rerun = statistics.median(again) / statistics.median(pre)
-    results.update(up_1=t1, up_n=tn, second_up=again, preflight=pre, scale_ratio=scale, rerun_ratio=rerun)
+    results.update(up_1=ones, up_n=ns, second_up=again, preflight=pre, scale_ratio=scale, rerun_ratio=rerun)
     rows = [
-        ("up, 1 control plane + 1 worker", f"{t1:.1f} s"),
-        (f"up, 1 control plane + {args.workers} workers", f"{tn:.1f} s"),
+        (f"up, 1 control plane + 1 worker (median of {args.repeat})", f"{t1:.1f} s"),
+        (f"up, 1 control plane + {args.workers} workers (median of {args.repeat})", f"{tn:.1f} s"),
         (f"second up on the {args.workers + 1}-node cluster (median of {args.repeat})",
          f"{statistics.median(again):.2f} s"),
         (f"preflight on the same hosts (median of {args.repeat})", f"{statistics.median(pre):.2f} s"),

@@ -185,15 +185,19 @@ def run_phases(ctx: Context, phases: list[Phase],
     finally:
         for phase in reversed(started):
             if type(phase).cleanup is not Phase.cleanup:
-                results.append(_cleanup(ctx, phase, on_phase))
+                res = _cleanup(ctx, phase, on_phase)
+                if res.changes or res.error:   # a cleanup that had nothing to do is not news
+                    results.append(res)
     if aborted is not None:
         raise PhaseAborted(results, aborted.cause)
     return results
 
 
 def _run_one(ctx: Context, fn: Callable[[Context], PhaseResult | None], title: str,
-             on_phase: Callable[[str, PhaseResult | None], None] | None) -> PhaseResult:
-    if on_phase:
+             on_phase: Callable[[str, PhaseResult | None], None] | None, *,
+             announce: bool = True) -> PhaseResult:
+    """Run one phase (or cleanup); `announce` tells on_phase when it starts, not only when it ends."""
+    if on_phase and announce:
         on_phase(title, None)
     start = time.monotonic()
     before = len(ctx.gate.plan.changes)
@@ -208,7 +212,7 @@ def _run_one(ctx: Context, fn: Callable[[Context], PhaseResult | None], title: s
     res.seconds = time.monotonic() - start
     res.changes = [f"{c.host}: {c.description}" for c in ctx.gate.plan.changes[before:]]
     ctx.log.write("-", f"phase {title}: {len(res.changes)} changes in {res.seconds:.1f}s")
-    if on_phase:
+    if on_phase and (announce or res.changes):
         on_phase(title, res)
     return res
 
@@ -218,7 +222,7 @@ def _cleanup(ctx: Context, phase: Phase,
     """A cleanup never hides the run's own outcome: its failure is logged and reported."""
     title = phase.cleanup_title or f"clean up after {phase.title}"
     try:
-        return _run_one(ctx, phase.cleanup, title, on_phase)
+        return _run_one(ctx, phase.cleanup, title, on_phase, announce=False)
     except PhaseAborted as e:
         return e.results[0]
     except Exception as e:  # noqa: BLE001 - the cleanup of one phase must not stop the others
