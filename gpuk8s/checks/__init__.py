@@ -21,18 +21,14 @@ from gpuk8s.checks.gpu import driver_mode
 from gpuk8s.checks.preflight import PREFLIGHT
 from gpuk8s.facts import Facts
 from gpuk8s.inventory import HostSpec, Inventory
-# Transitional (issue 7): their home is gpuk8s.packages; kept here for older imports.
-from gpuk8s.packages import (RECOMMENDED_BINARIES, REQUIRED_BINARIES, missing_binaries,
-                             os_family, packages_for)
 
 CHECKS: list[CheckInfo] = PREFLIGHT.infos
 CHECK_IDS: tuple[str, ...] = PREFLIGHT.ids
 
 __all__ = [
-    "CHECKS", "CHECK_IDS", "FAIL", "PASS", "PREFLIGHT", "RECOMMENDED_BINARIES",
-    "REQUIRED_BINARIES", "SKIP", "STATUSES", "WARN", "CheckContext", "CheckInfo", "CheckResult",
-    "CheckSet", "driver_mode", "is_gpu_host", "missing_binaries", "os_family", "overall_status",
-    "packages_for", "run_checks",
+    "CHECKS", "CHECK_IDS", "FAIL", "PASS", "PREFLIGHT", "SKIP", "STATUSES", "WARN", "CheckContext",
+    "CheckInfo", "CheckResult", "CheckSet", "driver_mode", "is_gpu_host", "overall_status",
+    "run_checks",
 ]
 
 
