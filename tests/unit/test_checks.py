@@ -802,3 +802,16 @@ def test_kube_tools_fix_quotes_the_inventory_version():
     r = result("kube-tools-version", healthy_facts(kubeadm_version="1.35.6"),
                inv=inventory(kubernetes_version=version))
     assert_one_word(r.fix, f"kubeadm={version}-1.1")
+
+
+def test_preflight_names_the_containerd_that_up_installs_from_the_override():
+    """versions.containerd is resolved once: preflight says what up really installs."""
+    import dataclasses
+
+    from gpuk8s.inventory import Versions
+
+    inv = dataclasses.replace(inventory(), versions=Versions(containerd="2.0"))
+    f = healthy_facts(containerd_version=None)
+    f.binaries.pop("containerd", None)
+    r = result("containerd-version", f, inv=inv)
+    assert "installs containerd 2.0" in r.message and "2.1" not in r.message
