@@ -64,13 +64,26 @@ class TransportError(Gpuk8sError):
     """A host could not be reached or a command could not be run on it.
 
     `kind` is one of: refused, timeout, unreachable, dns, auth, host-key-unknown,
-    host-key-changed, sudo-password, protocol, closed.
+    host-key-changed, sudo-password, protocol, identity (the identity file cannot be used),
+    closed (the connection was closed or never opened), lost (the host stopped answering or the
+    connection dropped in the middle of a command), interrupted (the run was interrupted).
     """
 
     exit_code = EXIT_UNREACHABLE
 
     def __init__(self, kind: str, message: str):
         self.kind = kind
+        super().__init__(message)
+
+
+class Interrupted(Gpuk8sError):
+    """The run was interrupted (Ctrl-C, SIGINT): no new change starts; the message says what was
+    in flight and whether it ended or its session was closed."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, message: str = "interrupted", in_flight: list[str] | None = None):
+        self.in_flight = list(in_flight or [])
         super().__init__(message)
 
 

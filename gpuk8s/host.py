@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
-from gpuk8s.errors import RemoteCommandError
+from gpuk8s.errors import RemoteCommandError, TransportError
 from gpuk8s.gate import Change, Gate
 from gpuk8s.paths import MANAGED_FILES
 from gpuk8s.shell import Cmd
@@ -33,6 +33,7 @@ class Host:
         self.error: BaseException | None = None   # could not connect or gather facts
         self.warning: str | None = None           # facts gathered unprivileged (sudo wants a password)
         self.failed: str | None = None            # a phase failed here; later phases skip the host
+        self.lost: TransportError | None = None   # the connection stopped answering: nothing more runs
 
     def __repr__(self) -> str:
         return f"Host({self.spec.name!r})"
@@ -49,6 +50,12 @@ class Host:
         """The probe found this Kubernetes state file (admin.conf, kubelet.conf...)."""
         return self.facts is not None and path in self.facts.kubernetes_files
 
+    def abort(self, grace: float) -> list[tuple[str, bool]]:
+        """End the commands in flight on this host (interrupt): (command, ended) for each;
+        ended=False: its session was closed after `grace` seconds, it may still run there."""
+        abort = getattr(self.transport, "abort", None)
+        return abort(grace) if abort is not None else []
+
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
@@ -57,9 +64,21 @@ class Host:
     def execute(self, cmd: Cmd, *, stdin: str | bytes | None = None,
                 timeout: float | None = None) -> "Result":
         """Run one command and log it (redacted); never raises on a non-zero exit."""
+        self.gate.check()   # interrupted: nothing new starts on any host (cleanups excepted)
         if self.transport is None:
-            raise RemoteCommandError(self.name, cmd.masked(), -1, "", "the host is not connected")
-        res = self.transport.run(cmd, stdin=stdin, timeout=timeout)
+            raise TransportError("closed", f"{self.name}: not connected; `{cmd.masked()}` was not run")
+        from gpuk8s.transport.base import cleanup_thread
+
+        cleanup_thread.active = self.gate.in_cleanup
+        if self.lost is not None:   # a frozen host would hold every later command to its timeout
+            raise TransportError(self.lost.kind, f"{self.name}: `{cmd.masked()}` was not run: the "
+                                                 "host stopped answering earlier in this run")
+        try:
+            res = self.transport.run(cmd, stdin=stdin, timeout=self.gate.bound(timeout))
+        except TransportError as e:
+            if e.kind == "lost":
+                self.lost = e
+            raise
         self.log.write(self.name, f"$ {res.command} -> {res.exit_status} ({res.duration:.2f}s)")
         if res.exit_status != 0 and res.stderr.strip():
             self.log.write(self.name, "stderr: " + res.stderr.strip()[-2000:])

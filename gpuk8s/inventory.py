@@ -17,8 +17,9 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from gpuk8s import versions
+from gpuk8s import gpu_models, versions
 from gpuk8s.errors import InventoryError, Problem
+from gpuk8s.shell import printable
 from gpuk8s.versions import COMMAND_TIMEOUT, DEFAULT_KUBERNETES_MINOR, SSH_CONNECT_TIMEOUT, Release
 
 ROLE_CONTROL_PLANE = "control-plane"
@@ -83,6 +84,7 @@ class HostSpec:
     connection: str = "ssh"              # "ssh" or "local"
     node_ip: str | None = None           # Kubernetes node IP (multi-NIC hosts); default: address
     gpu: bool | None = None              # True: must have GPUs; False: never a GPU node; None: detect
+    gpu_overrides: GPUOverrides | None = None  # a `gpu:` mapping: this node's GPU settings
     labels: dict[str, str] = field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
     line: int | None = None              # where the host starts in the inventory file
@@ -139,6 +141,10 @@ class Versions:
     gpu_operator: str | None = None
     cuda_image: str | None = None
     pause_image: str | None = None
+    helm: str | None = None
+    helm_archive: str | None = None
+    helm_sha256: str | None = None
+    gpu_operator_chart: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,41 @@ class GPUSpec:
     time_slicing: TimeSlicing | None = None
     mig: MIGSpec | None = None
     smoke_test: bool = True
+    model: str | None = None        # optional hint (gpu_models.MODELS name): checks MIG at load
+
+
+@dataclass(frozen=True)
+class GPUOverrides:
+    """The keys a host's `gpu:` mapping gives (None: the cluster-level value applies)."""
+
+    driver: str | None = None
+    driver_version: str | None = None
+    replicas: int | None = None
+    rename_by_default: bool | None = None
+    mig_strategy: str | None = None
+    mig_config: str | None = None
+    smoke_test: bool | None = None
+    model: str | None = None
+
+    def merged(self, base: GPUSpec) -> GPUSpec:
+        """base (the cluster-level `gpu:`) with these overrides applied."""
+        ts = base.time_slicing
+        if self.replicas is not None or self.rename_by_default is not None:
+            ts = TimeSlicing(
+                self.replicas if self.replicas is not None else (ts.replicas if ts else 0),
+                self.rename_by_default if self.rename_by_default is not None
+                else (ts.rename_by_default if ts else False))
+        mig = base.mig
+        if self.mig_strategy is not None or self.mig_config is not None:
+            mig = MIGSpec(self.mig_strategy or (mig.strategy if mig else MIGSpec.strategy),
+                          self.mig_config or (mig.config if mig else MIGSpec.config))
+        return dataclasses.replace(
+            base,
+            driver=self.driver or base.driver,
+            driver_version=self.driver_version or base.driver_version,
+            time_slicing=ts, mig=mig,
+            smoke_test=base.smoke_test if self.smoke_test is None else self.smoke_test,
+            model=self.model or base.model)
 
 
 @dataclass(frozen=True)
@@ -193,6 +234,17 @@ class Inventory:
             if h.name == name:
                 return h
         raise KeyError(name)
+
+    def gpu_for(self, host: HostSpec | str) -> GPUSpec:
+        """The GPU settings of one node: the cluster-level `gpu:` with the host's mapping applied."""
+        spec = self.host(host) if isinstance(host, str) else host
+        return spec.gpu_overrides.merged(self.gpu) if spec.gpu_overrides else self.gpu
+
+    @property
+    def declared_gpu_hosts(self) -> list[HostSpec]:
+        """Hosts the inventory says are GPU nodes (`gpu: true` or a mapping); offline render
+        uses these, `up` uses what preflight found (gpu absent: detected)."""
+        return [h for h in self.hosts if h.gpu]
 
     @functools.cached_property
     def release(self) -> Release:
@@ -241,9 +293,10 @@ CLUSTER_KEYS = ("name", "kubernetes_version", "control_plane_endpoint", "pod_cid
 SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "accept_new_host_keys", "sudo",
             "bastion", "connect_timeout", "command_timeout")
 BASTION_KEYS = ("address", "user", "port", "identity_file")
-VERSIONS_KEYS = ("containerd", "calico", "gpu_operator", "cuda_image", "pause_image")
+VERSIONS_KEYS = ("containerd", "calico", "gpu_operator", "cuda_image", "pause_image", "helm",
+                 "helm_archive", "helm_sha256", "gpu_operator_chart")
 NETWORK_KEYS = ("encapsulation",)
-GPU_KEYS = ("driver", "driver_version", "time_slicing", "mig", "smoke_test")
+GPU_KEYS = ("driver", "driver_version", "time_slicing", "mig", "smoke_test", "model")
 TIME_SLICING_KEYS = ("replicas", "rename_by_default")
 MIG_KEYS = ("strategy", "config")
 HOST_KEYS = ("name", "address", "roles", "connection", "node_ip", "gpu", "ssh", "labels", "taints")
@@ -263,6 +316,54 @@ _HOSTNAME_LABEL_RE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?")
 _LABEL_NAME_RE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _K8S_VERSION_RE = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
 _PLAIN_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+# Bounds on what a document may make the loader build: an inventory is a few levels deep and a
+# few thousand nodes; aliases (and merge keys) can make a few hundred bytes expand to billions.
+MAX_DEPTH = 64
+MAX_NODES = 200_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader's composer with the depth and the alias-expanded node count bounded.
+
+    Each composed node's size counts its aliased subtrees in full (what a walk of the tree
+    visits), so a "billion laughs" document stops at MAX_NODES, after linear work; an alias to
+    a node still being composed (a recursive alias) is refused rather than made a cycle.
+    """
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._sizes: dict[int, int] = {}
+        self._depth = 0
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor)
+            if target is not None and id(target) not in self._sizes:
+                raise yaml.composer.ComposerError(
+                    None, None, f"alias *{event.anchor} refers to a node that contains it "
+                                "(recursive alias)", event.start_mark)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark)
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        if isinstance(node, MappingNode):
+            size = 1 + sum(self._sizes[id(k)] + self._sizes[id(v)] for k, v in node.value)
+        elif isinstance(node, SequenceNode):
+            size = 1 + sum(self._sizes[id(v)] for v in node.value)
+        else:
+            size = 1
+        if size > MAX_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases expand this document to more than {MAX_NODES} nodes "
+                            "(an alias or merge-key bomb?)", node.start_mark)
+        self._sizes[id(node)] = size
+        return node
 
 
 class _Bad:
@@ -354,7 +455,7 @@ def _endpoint_error(text: str) -> str | None:
     if not is_address(host):
         return f"host '{host}' is not an IP address or hostname"
     if port is not None:
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
+        if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
             return f"port '{port}' is not a number from 1 to 65535"
     return None
 
@@ -455,8 +556,9 @@ class _Walker:
         self._constructor = SafeConstructor()
 
     def add(self, where: Node | int | None, path: str, message: str) -> None:
+        """Record a problem; values quoted in it are escaped, so none can forge another line."""
         line = where if isinstance(where, int) or where is None else _line(where)
-        self.problems.append(Problem(self.file, line, path, message))
+        self.problems.append(Problem(self.file, line, printable(path), printable(message)))
 
     # -- mappings
 
@@ -547,13 +649,22 @@ class _Walker:
         if not allow_empty and node.value.strip() == "":
             self.add(node, path, "must not be empty")
             return _BAD
+        if (bad := _CONTROL_RE.search(node.value)) is not None:
+            # Every string may reach a file or a command line: no newline, tab, ESC, NUL...
+            self.add(node, path, f"must not contain control characters (found {printable(bad.group())} "
+                                 f"in '{node.value}')")
+            return _BAD
         return node.value
 
     def integer(self, node: Node, path: str, lo: int | None = None, hi: int | None = None) -> int:
         if not isinstance(node, ScalarNode) or node.tag != _T_INT:
             self.add(node, path, f"expected an integer, got {_describe(node)}")
             return _BAD
-        value = self._constructor.construct_yaml_int(node)
+        try:   # the YAML int pattern lets through '0x_', '0b_' and ints of 5000 digits
+            value = self._constructor.construct_yaml_int(node)
+        except ValueError:
+            self.add(node, path, f"'{node.value}' is not an integer")
+            return _BAD
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             rng = f"from {lo} to {hi}" if hi is not None else f"at least {lo}"
             self.add(node, path, f"{value} is out of range (must be {rng})")
@@ -564,8 +675,11 @@ class _Walker:
         if not isinstance(node, ScalarNode) or node.tag not in (_T_INT, _T_FLOAT):
             self.add(node, path, f"expected a number of seconds, got {_describe(node)}")
             return _BAD
-        value = float(self._constructor.construct_yaml_float(node)) if node.tag == _T_FLOAT \
-            else float(self._constructor.construct_yaml_int(node))
+        try:
+            value = float(self._constructor.construct_yaml_float(node)) if node.tag == _T_FLOAT \
+                else float(self._constructor.construct_yaml_int(node))
+        except (ValueError, OverflowError):
+            value = math.nan
         if not math.isfinite(value) or value <= 0:
             self.add(node, path, f"{node.value} must be a number of seconds greater than 0")
             return _BAD
@@ -575,7 +689,11 @@ class _Walker:
         if not isinstance(node, ScalarNode) or node.tag != _T_BOOL:
             self.add(node, path, f"expected true or false, got {_describe(node)}")
             return _BAD
-        return bool(self._constructor.construct_yaml_bool(node))
+        value = node.value.lower()
+        if value not in SafeConstructor.bool_values:   # an explicit !!bool on other text
+            self.add(node, path, f"expected true or false, got '{node.value}'")
+            return _BAD
+        return SafeConstructor.bool_values[value]
 
     def choice(self, node: Node, path: str, choices: tuple[str, ...]) -> str:
         if isinstance(node, ScalarNode) and node.tag == _T_NULL and "None" in choices:
@@ -743,6 +861,10 @@ def _versions(w: _Walker, node: Node | None, release: Release | None) -> Version
         path = f"versions.{key}"
         kw[key] = w.check(n, path, w.string(n, path),
                           functools.partial(versions.override_error, key, release=release))
+    if _ok(*kw.values()):
+        for key, err in versions.combined_override_errors(kw).items():
+            w.add(f[key], f"versions.{key}", err)
+            kw[key] = _BAD
     return Versions(**kw) if _ok(*kw.values()) else Versions()
 
 
@@ -754,41 +876,169 @@ def _network(w: _Walker, node: Node | None) -> NetworkSpec:
     return NetworkSpec(encapsulation=enc) if _ok(enc) else NetworkSpec()
 
 
-def _gpu(w: _Walker, node: Node | None) -> GPUSpec:
-    f = w.mapping(node, "gpu", GPU_KEYS)
-    if not f:
-        return GPUSpec()
-    kw: dict[str, Any] = {}
+def _gpu_fields(w: _Walker, node: Node | None, path: str,
+                cluster_level: bool) -> tuple[dict[str, Any], dict[str, Node]] | None:
+    """The keys a `gpu:` mapping gives, validated -> (values, value nodes); None: not a mapping.
+
+    Values use GPUOverrides' names (replicas, mig_config...); `time_slicing` alone marks a given
+    time_slicing block. At cluster level time_slicing needs its replicas; a host's block may take
+    them from the cluster's.
+    """
+    f = w.mapping(node, path, GPU_KEYS)
+    if f is None:
+        return None
+    out: dict[str, Any] = {}
+    nodes: dict[str, Node] = {}
     if (n := _given(f, "driver")) is not None:
-        kw["driver"] = w.choice(n, "gpu.driver", GPU_DRIVERS)
+        out["driver"], nodes["driver"] = w.choice(n, f"{path}.driver", GPU_DRIVERS), n
     if (n := _given(f, "driver_version")) is not None:
-        kw["driver_version"] = w.string(n, "gpu.driver_version")
+        out["driver_version"] = w.check(n, f"{path}.driver_version",
+                                        w.string(n, f"{path}.driver_version"), _driver_version_error)
+        nodes["driver_version"] = n
     if (n := _given(f, "smoke_test")) is not None:
-        kw["smoke_test"] = w.boolean(n, "gpu.smoke_test")
+        out["smoke_test"], nodes["smoke_test"] = w.boolean(n, f"{path}.smoke_test"), n
+    if (n := _given(f, "model")) is not None:
+        out["model"] = w.check(n, f"{path}.model", w.string(n, f"{path}.model"), _gpu_model_error)
+        if out["model"] is not _BAD:
+            out["model"] = gpu_models.model_by_name(out["model"]).name
+        nodes["model"] = n
     if (n := _given(f, "time_slicing")) is not None:
-        ts = w.mapping(n, "gpu.time_slicing", TIME_SLICING_KEYS, required=("replicas",))
-        if ts is None:
-            kw["time_slicing"] = _BAD
-        else:
-            reps = _BAD
+        nodes["time_slicing"] = n
+        ts = w.mapping(n, f"{path}.time_slicing", TIME_SLICING_KEYS,
+                       required=("replicas",) if cluster_level else ())
+        out["time_slicing"] = True if ts is not None else _BAD
+        if ts is not None:
             if (r := _given(ts, "replicas")) is not None:
-                reps = w.integer(r, "gpu.time_slicing.replicas", lo=2)
-            rename = False
+                out["replicas"] = w.integer(r, f"{path}.time_slicing.replicas", lo=2)
+                nodes["replicas"] = r
             if (r := _given(ts, "rename_by_default")) is not None:
-                rename = w.boolean(r, "gpu.time_slicing.rename_by_default")
-            kw["time_slicing"] = TimeSlicing(reps, rename) if _ok(reps, rename) else _BAD
+                out["rename_by_default"] = w.boolean(r, f"{path}.time_slicing.rename_by_default")
     if (n := _given(f, "mig")) is not None:
-        mf = w.mapping(n, "gpu.mig", MIG_KEYS)
+        nodes["mig"] = n
+        mf = w.mapping(n, f"{path}.mig", MIG_KEYS)
         if mf is None:
-            kw["mig"] = _BAD
+            out["mig"] = _BAD
         else:
-            mkw: dict[str, Any] = {}
+            out["mig"] = True
             if (s := _given(mf, "strategy")) is not None:
-                mkw["strategy"] = w.choice(s, "gpu.mig.strategy", MIG_STRATEGIES)
+                out["mig_strategy"] = w.choice(s, f"{path}.mig.strategy", MIG_STRATEGIES)
+                nodes["mig_strategy"] = s
             if (c := _given(mf, "config")) is not None:
-                mkw["config"] = w.string(c, "gpu.mig.config")
-            kw["mig"] = MIGSpec(**mkw) if _ok(*mkw.values()) else _BAD
-    return GPUSpec(**kw) if _ok(*kw.values()) else GPUSpec()
+                out["mig_config"] = w.check(c, f"{path}.mig.config", w.string(c, f"{path}.mig.config"),
+                                            gpu_models.mig_config_syntax_error)
+                nodes["mig_config"] = c
+    return out, nodes
+
+
+_DRIVER_VERSION_RE = re.compile(r"\d{3}(?:\.\d+){0,2}")
+
+
+def _driver_version_error(text: str) -> str | None:
+    if _DRIVER_VERSION_RE.fullmatch(text.strip()):
+        return None
+    return (f"'{text}' is not an NVIDIA driver version like 595.91.07 "
+            "(or a branch like 580 with precompiled drivers)")
+
+
+def _gpu_model_error(text: str) -> str | None:
+    if gpu_models.model_by_name(text):
+        return None
+    names = gpu_models.model_names()
+    guess = _suggest(text, names)
+    hint = f" (did you mean '{guess}'?)" if guess else f" (known: {', '.join(names)})"
+    return f"'{text}' is not a GPU model gpuk8s knows{hint}"
+
+
+def _gpu(w: _Walker, node: Node | None) -> tuple[GPUSpec, dict[str, Node]]:
+    """The cluster-level `gpu:` section and the value nodes of the keys it gives."""
+    got = _gpu_fields(w, node, "gpu", cluster_level=True)
+    if not got or not _ok(*got[0].values()):
+        return GPUSpec(), (got[1] if got else {})
+    v, nodes = got
+    kw: dict[str, Any] = {k: v[k] for k in ("driver", "driver_version", "smoke_test", "model")
+                          if k in v}
+    if "time_slicing" in v and "replicas" in v:
+        kw["time_slicing"] = TimeSlicing(v["replicas"], v.get("rename_by_default", False))
+    if "mig" in v:
+        mkw = {}
+        if "mig_strategy" in v:
+            mkw["strategy"] = v["mig_strategy"]
+        if "mig_config" in v:
+            mkw["config"] = v["mig_config"]
+        kw["mig"] = MIGSpec(**mkw)
+    return GPUSpec(**kw), nodes
+
+
+def _host_gpu(w: _Walker, node: Node, path: str) -> tuple[bool | None, GPUOverrides | None]:
+    """A host's `gpu:`: true/false, or a mapping (a GPU node with its own settings)."""
+    if not isinstance(node, MappingNode):
+        return w.boolean(node, path), None
+    got = _gpu_fields(w, node, path, cluster_level=False)
+    if not got or not _ok(*got[0].values()):
+        return _BAD, None
+    v = {k: val for k, val in got[0].items() if k not in ("time_slicing", "mig")}
+    return True, GPUOverrides(**v)
+
+
+def _check_gpu(w: _Walker, gpu: GPUSpec, gpu_nodes: dict[str, Node],
+               drafts: list[_HostDraft]) -> None:
+    """What needs the cluster-level and the host-level `gpu:` together, per GPU node."""
+    cluster_at = {k: gpu_nodes.get(k) for k in ("mig_config", "model", "mig")}
+
+    def mig_problem(spec: GPUSpec, where: Node | None, path: str) -> None:
+        if spec.mig is None or not spec.model:
+            return
+        model = gpu_models.model_by_name(spec.model)
+        err = model and gpu_models.mig_config_error(spec.mig.config, model)
+        if err:
+            w.add(where, path, err)
+
+    mig_problem(gpu, cluster_at["mig_config"] or cluster_at["mig"] or cluster_at["model"],
+                "gpu.mig.config")
+    for d in drafts:
+        spec = d.spec
+        if spec is None or spec.gpu_overrides is None:
+            continue
+        o, path = spec.gpu_overrides, f"hosts[{d.index}].gpu"
+        gnode = d.found.get("gpu")
+        sub = {key: n for key, n in _gpu_value_nodes(gnode).items()}
+        if (o.replicas is None and o.rename_by_default is not None
+                and gpu.time_slicing is None):
+            w.add(sub.get("time_slicing", gnode), f"{path}.time_slicing.replicas",
+                  "required (the cluster-level gpu.time_slicing gives none)")
+        if o.mig_strategy is not None and o.mig_strategy != (gpu.mig or MIGSpec()).strategy:
+            w.add(sub.get("mig_strategy", gnode), f"{path}.mig.strategy",
+                  f"'{o.mig_strategy}' differs from the cluster's "
+                  f"'{(gpu.mig or MIGSpec()).strategy}': the GPU Operator has one MIG strategy "
+                  "per cluster (ClusterPolicy mig.strategy); set gpu.mig.strategy instead")
+        if o.driver_version is not None and o.driver_version != gpu.driver_version:
+            w.add(sub.get("driver_version", gnode), f"{path}.driver_version",
+                  "one driver version per cluster (ClusterPolicy driver.version): set "
+                  "gpu.driver_version instead, or gpu: {driver: host} with the driver installed "
+                  "on this host")
+        merged = o.merged(gpu)
+        if o.mig_config is not None or o.model is not None or o.mig_strategy is not None:
+            where = sub.get("mig_config") or sub.get("model") or gnode
+            field_path = f"{path}.mig.config" if "mig_config" in sub else \
+                f"{path}.model" if "model" in sub else path
+            mig_problem(merged, where, field_path)
+
+
+def _gpu_value_nodes(node: Node | None) -> dict[str, Node]:
+    """key -> value node of a host's gpu: mapping (mig/time_slicing keys flattened)."""
+    out: dict[str, Node] = {}
+    if not isinstance(node, MappingNode):
+        return out
+    for k, v in node.value:
+        if not isinstance(k, ScalarNode):
+            continue
+        out[k.value] = v
+        if k.value in ("mig", "time_slicing") and isinstance(v, MappingNode):
+            for k2, v2 in v.value:
+                if isinstance(k2, ScalarNode):
+                    out[{"strategy": "mig_strategy", "config": "mig_config"}.get(k2.value, k2.value)
+                        if k.value == "mig" else k2.value] = v2
+    return out
 
 
 def _labels(w: _Walker, node: Node, path: str) -> dict[str, str]:
@@ -907,7 +1157,9 @@ def _host(w: _Walker, i: int, node: Node, ssh_defaults: dict[str, Any]) -> _Host
     if (n := _given(f, "node_ip")) is not None:
         kw["node_ip"] = w.ip(n, f"{path}.node_ip")
     if (n := _given(f, "gpu")) is not None:
-        kw["gpu"] = w.boolean(n, f"{path}.gpu")
+        kw["gpu"], overrides = _host_gpu(w, n, f"{path}.gpu")
+        if overrides is not None:
+            kw["gpu_overrides"] = overrides
     if (n := _given(f, "labels")) is not None:
         kw["labels"] = _labels(w, n, f"{path}.labels")
     if (n := _given(f, "taints")) is not None:
@@ -984,14 +1236,16 @@ def parse_inventory(text: str, path: str = "<inventory>") -> Inventory:
     """Validate inventory YAML text; raise InventoryError listing every problem found."""
     w = _Walker(str(path))
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_BoundedLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         what = " ".join(p for p in (e.context, e.problem) if p)
         raise InventoryError([Problem(w.file, mark.line + 1 if mark else None, "",
-                                      f"invalid YAML: {what}")]) from None
+                                      printable(f"invalid YAML: {what}"))]) from None
     except yaml.YAMLError as e:
-        raise InventoryError([Problem(w.file, None, "", f"invalid YAML: {e}")]) from None
+        raise InventoryError([Problem(w.file, None, "", printable(f"invalid YAML: {e}"))]) from None
+    except RecursionError:   # MAX_DEPTH stops nesting first; this is the last resort
+        raise InventoryError([Problem(w.file, None, "", "invalid YAML: nested too deeply")]) from None
     if root is None:
         raise InventoryError([Problem(w.file, None, "", "the inventory is empty; it needs at "
                                                         "least a cluster: and a hosts: section")])
@@ -1012,10 +1266,11 @@ def parse_inventory(text: str, path: str = "<inventory>") -> Inventory:
     ssh_defaults = _ssh_fields(w, top.get("ssh"), "ssh")
     vers = _versions(w, top.get("versions"), release)
     network = _network(w, top.get("network"))
-    gpu = _gpu(w, top.get("gpu"))
+    gpu, gpu_nodes = _gpu(w, top.get("gpu"))
     drafts = _hosts(w, top.get("hosts"), key_lines.get("hosts") or 1, ssh_defaults)
     if drafts:
         _check_endpoint(w, drafts, endpoint_given, cluster_line)
+        _check_gpu(w, gpu, gpu_nodes, drafts)
     if w.problems:
         w.problems.sort(key=lambda p: p.line or 0)
         raise InventoryError(w.problems)

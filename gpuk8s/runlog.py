@@ -9,7 +9,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from gpuk8s.shell import Secret
+from gpuk8s.shell import Secret, printable
 
 # Things that look like secrets even when gpuk8s did not create them (kubeadm prints its own).
 _PATTERNS = [
@@ -58,9 +58,12 @@ class RunLog:
         return redact(text)
 
     def write(self, host: str, message: str) -> None:
+        """One entry: control characters escaped, continuation lines indented under it, so
+        a remote value can neither drive a terminal that shows the log nor forge an entry."""
         if self._fh is None:
             return
-        line = f"{time.strftime('%H:%M:%S')} [{host}] {self.redact(message)}\n"
+        text = printable(self.redact(message), lines=True).replace("\n", "\n    | ")
+        line = f"{time.strftime('%H:%M:%S')} [{printable(host)}] {text}\n"
         with self._lock:
             self._fh.write(line)
             self._fh.flush()

@@ -8,6 +8,7 @@ string into a shell line.
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Iterable, Union
 
@@ -63,6 +64,35 @@ class _Token:
 def quote(value: str) -> str:
     """Quote one word for a POSIX shell."""
     return shlex.quote(value)
+
+
+# C0 controls (ESC, BEL, CR, backspace...), DEL, C1 controls (U+0080-U+009F: 8-bit CSI/OSC),
+# and the bidirectional overrides that reorder what a terminal shows.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROLS_BUT_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escaped(m: re.Match) -> str:
+    ch = m.group()
+    c = ord(ch)
+    return _NAMED.get(ch) or (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}")
+
+
+def printable(text: object, *, lines: bool = False) -> str:
+    """Text safe for a terminal or a log line: control characters shown as `\\x1b`, `\\x9b`...
+
+    Every string from a host (os-release, hostnames, kernel and tool versions, file names,
+    stderr) goes through this before human output, so an escape sequence can neither clear
+    the screen, set the window title nor open an OSC that swallows later output. With
+    `lines`, newlines and tabs stay (a multi-line stderr tail); otherwise they are escaped too,
+    so a value cannot forge extra lines. JSON output does not use it: it stays exact.
+    """
+    s = text if isinstance(text, str) else str(text)
+    pattern = _CONTROLS_BUT_LINES if lines else _CONTROLS
+    return pattern.sub(_escaped, s) if pattern.search(s) else s
 
 
 class Cmd:

@@ -9,6 +9,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 from rich.text import Text
 
+from gpuk8s.shell import printable
+
 STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 _ORDER = {"fail": 0, "warn": 1, "pass": 2, "skip": 3}
 
@@ -17,6 +19,11 @@ err_console = Console(stderr=True)
 
 def out_console() -> Console:
     return Console()
+
+
+def _safe(value) -> str:
+    """A value for Rich markup: control characters escaped (see shell.printable), markup escaped."""
+    return escape(printable(value))
 
 
 def _host_summary(h) -> str:
@@ -43,7 +50,7 @@ def render_preflight(report, console: Console | None = None) -> None:
     for h in report.hosts:
         if not h.reachable:
             status = Text(f"unreachable ({h.error_kind})", style="bold red")
-            table.add_row(escape(h.name), escape(h.address), status, "", "", "", escape(h.error or ""))
+            table.add_row(_safe(h.name), _safe(h.address), status, "", "", "", _safe(h.error or ""))
             continue
         nfail, nwarn = len(h.failed), len(h.warnings)
         npass = sum(1 for c in h.checks if c.status == "pass")
@@ -53,8 +60,8 @@ def render_preflight(report, console: Console | None = None) -> None:
             status = Text("ready (warnings)", style="yellow")
         else:
             status = Text("ready", style="green")
-        table.add_row(escape(h.name), escape(h.address), status, str(nfail) if nfail else "",
-                      str(nwarn) if nwarn else "", str(npass), escape(_host_summary(h)))
+        table.add_row(_safe(h.name), _safe(h.address), status, str(nfail) if nfail else "",
+                      str(nwarn) if nwarn else "", str(npass), _safe(_host_summary(h)))
     console.print(table)
 
     for h in report.hosts:
@@ -62,23 +69,28 @@ def render_preflight(report, console: Console | None = None) -> None:
             continue
         problems = sorted((c for c in h.checks if c.status in ("fail", "warn")),
                           key=lambda c: _ORDER[c.status])
-        if not problems and not h.error:
+        unparsed = h.facts.parse_errors if h.facts is not None else {}
+        if not problems and not h.error and not unparsed:
             continue
         body = Text()
         if h.error:
             body.append("error  ", style="bold red")
-            body.append(h.error + "\n")
+            body.append(printable(h.error) + "\n")
+        for fields, why in sorted(unparsed.items()):
+            body.append("warn   ", style=STATUS_STYLE["warn"])
+            body.append("probe output", style="bold")
+            body.append(f"  not understood, left unknown: {printable(fields)} ({printable(why)})\n")
         for c in problems:
             body.append(f"{c.status:<5}  ", style=STATUS_STYLE[c.status])
-            body.append(c.id, style="bold")
-            body.append(f"  {c.message}\n")
+            body.append(printable(c.id), style="bold")
+            body.append(f"  {printable(c.message)}\n")
             if c.fix:
                 for line in c.fix.splitlines():
-                    body.append(f"         $ {line}\n", style="cyan")
+                    body.append(f"         $ {printable(line)}\n", style="cyan")
         border = "red" if h.failed or h.error else "yellow"
         body.rstrip()
-        console.print(Panel(body,
-                            title=f"{h.name} ({h.address})", title_align="left", border_style=border))
+        console.print(Panel(body, title=Text(printable(f"{h.name} ({h.address})")), title_align="left",
+                            border_style=border))
 
     console.print(summary_line(report))
 
@@ -101,12 +113,13 @@ def render_written(paths, out) -> None:
     """`render`: every file written (stdout), then a count (stderr)."""
     console = out_console()
     for p in paths:
-        console.print(str(p), markup=False, highlight=False)
-    err_console.print(f"wrote {len(paths)} files under {out}", markup=False, highlight=False)
+        console.print(printable(p), markup=False, highlight=False)
+    err_console.print(f"wrote {len(paths)} files under {printable(out)}", markup=False, highlight=False)
 
 
 def print_error(message: str) -> None:
-    err_console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+    err_console.print(Text("error: ", style="bold red") + Text(printable(message, lines=True)),
+                      soft_wrap=True)
 
 
 def phase_printer(console: Console | None = None):
@@ -115,15 +128,15 @@ def phase_printer(console: Console | None = None):
 
     def on_phase(title: str, result) -> None:
         if result is None:
-            console.print(f"[bold]→ {escape(title)}[/]")
+            console.print(f"[bold]→ {_safe(title)}[/]")
         elif result.error:
-            console.print(f"[bold red]✗ {escape(title)}[/] ({result.seconds:.1f}s)")
+            console.print(f"[bold red]✗ {_safe(title)}[/] ({result.seconds:.1f}s)")
         else:
             what = f"{len(result.changes)} change{'s' if len(result.changes) != 1 else ''}" \
                 if result.changes else "no changes"
-            console.print(f"[green]✓ {escape(title)}[/] — {what} ({result.seconds:.1f}s)")
+            console.print(f"[green]✓ {_safe(title)}[/] — {what} ({result.seconds:.1f}s)")
             for note in result.notes:
-                console.print(f"    {escape(note)}", style="dim")
+                console.print(f"    {_safe(note)}", style="dim")
 
     return on_phase
 
@@ -137,15 +150,16 @@ def render_plan(plan, console: Console | None = None) -> None:
     for host in plan.hosts():
         body = Text()
         for c in plan.for_host(host):
-            body.append("• " + c.description + "\n", style="bold")
+            body.append("• " + printable(c.description) + "\n", style="bold")
             for cmd in c.commands:
-                body.append(f"    $ {cmd}\n", style="cyan")
+                body.append(f"    $ {printable(cmd)}\n", style="cyan")
             for f in c.files:
-                body.append(f"    write {f.path} (mode {f.mode:04o}):\n", style="cyan")
+                body.append(f"    write {printable(f.path)} (mode {f.mode:04o}):\n", style="cyan")
                 for line in f.masked().rstrip("\n").splitlines():
-                    body.append(f"      | {line}\n", style="dim")
+                    body.append(f"      | {printable(line)}\n", style="dim")
         body.rstrip()
-        console.print(Panel(body, title=f"{host}: would change", title_align="left", border_style="yellow"))
+        console.print(Panel(body, title=Text(printable(f"{host}: would change")), title_align="left",
+                            border_style="yellow"))
 
 
 def render_up(report, console: Console | None = None) -> None:
@@ -166,19 +180,20 @@ def render_up(report, console: Console | None = None) -> None:
             res = Text(f"{verb} {len(p.changes)}", style="yellow")
         else:
             res = Text("unchanged", style="green")
-        table.add_row(escape(p.name), res, f"{p.seconds:.1f}")
+        table.add_row(_safe(p.name), res, f"{p.seconds:.1f}")
     console.print(table)
+    render_gpu_nodes(getattr(report, "gpu_nodes", None) or [], console)
     if report.dry_run:
         render_plan(report.plan, console)
     for name, why in report.failed_hosts.items():
-        console.print(Text(f"✗ {name}: {why}", style="bold red"))
+        console.print(Text(printable(f"✗ {name}: {why}"), style="bold red"))
     if report.error:
-        console.print(Text(f"failed: {report.error}", style="bold red"))
+        console.print(Text(f"failed: {printable(report.error, lines=True)}", style="bold red"))
         if report.log_path:
-            console.print(f"full log (secrets redacted): {report.log_path}")
+            console.print(Text(f"full log (secrets redacted): {printable(report.log_path)}"))
     elif not report.dry_run:
         if report.failed_hosts:
-            console.print(Text(f"cluster up except {', '.join(report.failed_hosts)}: fix "
+            console.print(Text(f"cluster up except {printable(', '.join(report.failed_hosts))}: fix "
                                f"{'it' if len(report.failed_hosts) == 1 else 'them'} and run "
                                f"`gpuk8s up` again", style="bold red"))
         elif report.changed:
@@ -186,7 +201,26 @@ def render_up(report, console: Console | None = None) -> None:
         else:
             console.print(Text("nothing to do: the cluster already matches the inventory", style="bold green"))
         if report.kubeconfig:
-            console.print(f"kubeconfig: {report.kubeconfig}  (export KUBECONFIG={report.kubeconfig})")
+            kc = printable(report.kubeconfig)
+            console.print(Text(f"kubeconfig: {kc}  (export KUBECONFIG={kc})"))
+
+
+def render_gpu_nodes(rows: list[dict], console: Console) -> None:
+    """One row per GPU node: model, GPUs on the bus, driver, allocatable, sharing, smoke result."""
+    if not rows:
+        return
+    table = Table(title="GPU nodes", title_justify="left", header_style="bold")
+    for col in ("node", "model", "GPUs (PCI)", "driver", "allocatable", "sharing", "smoke test"):
+        table.add_column(col)
+    for r in rows:
+        alloc = "-" if r.get("allocatable") is None else f"{r['allocatable']} {r.get('resource', '')}".strip()
+        smoke = str(r.get("smoke", ""))
+        style = "green" if smoke.startswith("passed") else "bold red" if smoke.startswith("failed") else "dim"
+        table.add_row(*(printable(str(v)) for v in (
+            r.get("node", ""), r.get("model", ""), r.get("gpus", ""),
+            f"{r.get('driver_mode', '')} {r.get('driver_version', '')}".strip(), alloc,
+            r.get("sharing", ""))), Text(printable(smoke), style=style))
+    console.print(table)
 
 
 class HostProgress:
@@ -200,7 +234,7 @@ class HostProgress:
     def start(self, title: str, total: int) -> None:
         if not self.console.is_terminal or total == 0:
             return
-        self._progress = Progress(SpinnerColumn(), TextColumn(f"  {escape(title)}"), BarColumn(),
+        self._progress = Progress(SpinnerColumn(), TextColumn(f"  {_safe(title)}"), BarColumn(),
                                   MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
                                   TimeElapsedColumn(), console=self.console, transient=True)
         self._progress.start()
@@ -209,7 +243,7 @@ class HostProgress:
     def done(self, host: str, ok: bool) -> None:
         if self._progress is not None:
             mark = "[green]✓[/]" if ok else "[red]✗[/]"
-            self._progress.update(self._task, advance=1, last=f"{mark} {escape(host)}")
+            self._progress.update(self._task, advance=1, last=f"{mark} {_safe(host)}")
 
     def stop(self) -> None:
         if self._progress is not None:

@@ -13,6 +13,8 @@ from gpuk8s.inventory import Inventory
 from gpuk8s.phases.base import Phase, PhaseAborted, PhaseResult, RunOptions
 from gpuk8s.phases.cluster import (ApplyNodeMetadata, InitControlPlane, InstallCalico,
                                    JoinControlPlanes, JoinWorkers, WaitNodesReady, WriteKubeconfig)
+from gpuk8s.phases.gpu import (InstallGPUOperator, InstallHelm, LabelGPUNodes, SmokeTestGPUs,
+                               WaitGPUOperator)
 from gpuk8s.phases.prepare import PrepareHosts
 from gpuk8s.phases.preflight import (Connect, GatherFacts, PreflightReport, RequirePreflight,
                                      RunPreflightChecks)
@@ -34,6 +36,7 @@ class UpReport:
     log_path: Path | None = None
     dry_run: bool = False
     error: str | None = None
+    gpu_nodes: list[dict] = field(default_factory=list)   # one row per GPU node (phases/gpu.py)
 
     @property
     def changed(self) -> bool:
@@ -42,8 +45,9 @@ class UpReport:
 
 def phases(kubeconfig: Path) -> list[Phase]:
     return [Connect(), GatherFacts(), RunPreflightChecks(), RequirePreflight(), PrepareHosts(),
-            InitControlPlane(), InstallCalico(), JoinControlPlanes(), JoinWorkers(),
-            ApplyNodeMetadata(), WaitNodesReady(), WriteKubeconfig(kubeconfig)]
+            InitControlPlane(), InstallCalico(), InstallHelm(), InstallGPUOperator(),
+            JoinControlPlanes(), JoinWorkers(), ApplyNodeMetadata(), LabelGPUNodes(),
+            WaitNodesReady(), WaitGPUOperator(), SmokeTestGPUs(), WriteKubeconfig(kubeconfig)]
 
 
 def run_up(inventory: Inventory, options: RunOptions, *, log: RunLog,
@@ -73,3 +77,4 @@ def _fill(report: UpReport, ctx: Any) -> None:
     report.preflight = ctx.state.preflight
     report.ignored = dict(ctx.state.ignored)
     report.failed_hosts = dict(ctx.failed_hosts)
+    report.gpu_nodes = list(ctx.state.gpu_summary)

@@ -14,6 +14,7 @@ from gpuk8s.facts import Facts
 from gpuk8s.inventory import HostSpec, Inventory
 from gpuk8s.packages import os_family
 from gpuk8s.paths import KUBELET_CONF
+from gpuk8s.shell import quote
 from gpuk8s.versions import Release, release_for, supported_minors
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -161,4 +162,24 @@ class CheckSet:
             fleet: Mapping[str, Facts]) -> list[CheckResult]:
         """Every check of the set for one host, in order; `fleet` maps host name -> Facts."""
         ctx = CheckContext.for_host(inventory, host, facts, fleet)
-        return [e.fn(ctx) for e in self._ordered()]
+        return [_run_one(e, ctx) for e in self._ordered()]
+
+
+def _run_one(entry: _Entry, ctx: CheckContext) -> CheckResult:
+    """One check, isolated: a check that raises on odd facts fails on this host, with the reason."""
+    try:
+        return entry.fn(ctx)
+    except Exception as e:  # noqa: BLE001 - one host's odd facts never break the run
+        return crashed(entry.info.id, e, ctx.host.name, ctx.facts)
+
+
+def crashed(check_id: str, e: BaseException, host: str, facts: Facts | None = None) -> CheckResult:
+    """The failure of a check that raised: the error, and which probe output was not understood."""
+    why = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+    unknown = "; ".join(sorted(facts.parse_errors)) if facts is not None and facts.parse_errors else ""
+    return CheckResult(
+        check_id, FAIL,
+        f"the check could not run on this host's facts ({why})"
+        + (f"; facts not understood: {unknown}" if unknown else ""),
+        f"gpuk8s preflight --json --host {quote(host)}   # report its facts and this message as "
+        "a gpuk8s bug")

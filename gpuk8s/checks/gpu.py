@@ -5,11 +5,14 @@ They apply to GPU hosts only (`is_gpu_host`); every other host reports `skip`.
 
 from __future__ import annotations
 
+from gpuk8s import gpu_models
 from gpuk8s.checks.base import FAIL, PASS, SKIP, WARN, CheckContext, CheckResult, is_gpu_host
 from gpuk8s.checks.fixes import initramfs
 from gpuk8s.checks.preflight import PREFLIGHT
 from gpuk8s.facts import Facts
-from gpuk8s.inventory import Inventory
+from gpuk8s.facts.gpu import gpu_model
+from gpuk8s.inventory import HostSpec, Inventory
+from gpuk8s.versions import GPU_OPERATOR_DEFAULT_DRIVER, driver_branch
 
 
 def _host_driver_loaded(facts: Facts) -> bool:
@@ -17,9 +20,11 @@ def _host_driver_loaded(facts: Facts) -> bool:
     return facts.nvidia_driver_version is not None or "nvidia" in facts.modules
 
 
-def driver_mode(inventory: Inventory, facts: Facts) -> str:
-    """'host' (pre-installed driver, driver.enabled=false) or 'container' (GPU Operator's driver)."""
-    wanted = inventory.gpu.driver
+def driver_mode(inventory: Inventory, facts: Facts, host: HostSpec | str | None = None) -> str:
+    """'host' (pre-installed driver, driver.enabled=false) or 'container' (GPU Operator's driver).
+
+    With a host, its own `gpu: {driver: ...}` wins over the cluster-level `gpu.driver`."""
+    wanted = (inventory.gpu_for(host) if host is not None else inventory.gpu).driver
     if wanted in ("host", "container"):
         return wanted
     return "host" if _host_driver_loaded(facts) else "container"
@@ -106,7 +111,7 @@ def check_secure_boot(ctx: CheckContext) -> CheckResult:
     if skip:
         return skip
     f = ctx.facts
-    mode = driver_mode(ctx.inventory, f)
+    mode = driver_mode(ctx.inventory, f, ctx.host)
     if f.secure_boot is None:
         return CheckResult("secure-boot", WARN,
                            "Secure Boot state unknown (no SecureBoot EFI variable readable and "
@@ -125,7 +130,7 @@ def check_secure_boot(ctx: CheckContext) -> CheckResult:
                            "loaded: the host driver must be signed (or its key enrolled)",
                            "mokutil --sb-state; modinfo -F signer nvidia")
     ubuntu = ("\n# or install a signed host driver: ubuntu-drivers install --gpgpu "
-              "nvidia:580-server && reboot   (then gpu.driver: host)"
+              "nvidia:580-server && reboot   (then gpu.driver: host, or gpu: {driver: host} for this host)"
               if ctx.facts.os.id == "ubuntu" else
               "\n# or pre-install a signed NVIDIA driver and set gpu.driver: host")
     return CheckResult("secure-boot", FAIL,
@@ -144,7 +149,7 @@ def check_nvidia_driver(ctx: CheckContext) -> CheckResult:
     if skip:
         return skip
     f = ctx.facts
-    wanted = ctx.inventory.gpu.driver
+    wanted = ctx.inventory.gpu_for(ctx.host).driver
     loaded = _host_driver_loaded(f)
     ver = f.nvidia_driver_version or "(unknown version)"
     purge = ("apt-get purge -y '*nvidia*' && apt-get autoremove -y" if ctx.family == "debian"
@@ -181,6 +186,86 @@ def check_nvidia_driver(ctx: CheckContext) -> CheckResult:
                        "(driver.enabled=true)")
 
 
+def _models_on_bus(f: Facts) -> tuple[dict[str, int], list[str]]:
+    """(known model name -> count, descriptions of GPUs not in gpuk8s's table)."""
+    known: dict[str, int] = {}
+    unknown: list[str] = []
+    for g in f.gpus:
+        m = gpu_model(g)
+        if m is None:
+            unknown.append(f"{g.name or 'GPU'} ({g.device_id or '?'})")
+        else:
+            known[m.name] = known.get(m.name, 0) + 1
+    return known, unknown
+
+
+@PREFLIGHT.check("gpu-driver-branch", "Driver branch supports the GPUs",
+                 "A driver branch that does not support a GPU on the bus never binds it: the "
+                 "driver pod crash-loops and the node gets no nvidia.com/gpu.")
+def check_gpu_driver_branch(ctx: CheckContext) -> CheckResult:
+    skip = _skip_non_gpu(ctx, "gpu-driver-branch")
+    if skip:
+        return skip
+    f = ctx.facts
+    if driver_mode(ctx.inventory, f, ctx.host) == "host":
+        return CheckResult("gpu-driver-branch", SKIP,
+                           "uses the host driver: the branch is whatever is installed")
+    pinned = ctx.inventory.gpu_for(ctx.host).driver_version
+    version = pinned or GPU_OPERATOR_DEFAULT_DRIVER
+    branch = driver_branch(version)
+    where = "gpu.driver_version" if pinned else "the chart's default driver"
+    known, unknown = _models_on_bus(f)
+    bad = [f"{n} x {name}: {err}" for name, n in known.items()
+           if branch is not None and (err := gpu_models.branch_error(
+               branch, gpu_models.model_by_name(name)))]
+    if bad:
+        fits = sorted({m for name in known for m in [gpu_models.model_by_name(name)]
+                       if m.max_branch}, key=lambda m: m.max_branch)
+        hint = (f'gpu.driver_version: "{fits[0].max_branch}.xx.yy" (a {fits[0].max_branch} '
+                "release) in " if fits else "a newer gpu.driver_version in ")
+        return CheckResult("gpu-driver-branch", FAIL,
+                           f"driver {version} ({where}, branch {branch}) does not support "
+                           f"{'; '.join(bad)}",
+                           f"set {hint}{ctx.inventory.path}, or install a supported driver on "
+                           "the host and set gpu: {driver: host} for it")
+    desc = ", ".join(f"{n} x {name}" for name, n in known.items())
+    if unknown:
+        return CheckResult("gpu-driver-branch", WARN,
+                           f"driver {version} ({where}): {', '.join(unknown)} not in gpuk8s's "
+                           f"GPU table, support not checked" + (f"; {desc} supported" if desc
+                                                                 else ""),
+                           "check NVIDIA's driver release notes for these GPUs")
+    return CheckResult("gpu-driver-branch", PASS,
+                       f"driver {version} ({where}, branch {branch}) supports {desc}")
+
+
+@PREFLIGHT.check("gpu-mig", "MIG layout fits the GPUs",
+                 "MIG on a GPU that cannot do it (L4, T4...) or a profile the model lacks leaves "
+                 "MIG Manager failing and the node without the GPUs the inventory promised.")
+def check_gpu_mig(ctx: CheckContext) -> CheckResult:
+    skip = _skip_non_gpu(ctx, "gpu-mig")
+    if skip:
+        return skip
+    mig = ctx.inventory.gpu_for(ctx.host).mig
+    if mig is None or not gpu_models.mig_enabled(mig.config):
+        return CheckResult("gpu-mig", PASS, "MIG not configured for this node (all-disabled)")
+    known, unknown = _models_on_bus(ctx.facts)
+    errors = [err for name in known
+              if (err := gpu_models.mig_config_error(mig.config, gpu_models.model_by_name(name)))]
+    if errors:
+        return CheckResult("gpu-mig", FAIL, f"mig.config {mig.config}: {'; '.join(errors)}",
+                           f"set gpu: {{mig: {{config: all-disabled}}}} for {ctx.host.name} in "
+                           f"{ctx.inventory.path} (or a profile its GPUs have)")
+    if unknown:
+        return CheckResult("gpu-mig", WARN,
+                           f"mig.config {mig.config}: {', '.join(unknown)} not in gpuk8s's GPU "
+                           "table, MIG support not checked",
+                           "nvidia-smi --query-gpu=name,mig.mode.current --format=csv")
+    return CheckResult("gpu-mig", PASS,
+                       f"mig.config {mig.config} fits {', '.join(known)} "
+                       f"(strategy {mig.strategy})")
+
+
 @PREFLIGHT.check("gpu-os-consistent", "Same OS on all driver-container GPU nodes",
                  "The GPU Operator requires one OS version on all GPU nodes using its driver "
                  "container (DOMAIN 5.1).")
@@ -189,7 +274,7 @@ def check_gpu_os_consistent(ctx: CheckContext) -> CheckResult:
     if skip:
         return skip
     f = ctx.facts
-    if driver_mode(ctx.inventory, f) == "host":
+    if driver_mode(ctx.inventory, f, ctx.host) == "host":
         return CheckResult("gpu-os-consistent", PASS,
                            "uses the host driver: the OS need not match other GPU nodes")
     mine = (f.os.id, f.os.version_id)
@@ -200,7 +285,7 @@ def check_gpu_os_consistent(ctx: CheckContext) -> CheckResult:
             spec = ctx.inventory.host(name)
         except KeyError:
             continue
-        if not is_gpu_host(spec, other) or driver_mode(ctx.inventory, other) == "host":
+        if not is_gpu_host(spec, other) or driver_mode(ctx.inventory, other, spec) == "host":
             continue
         peers += 1
         if (other.os.id, other.os.version_id) != mine:

@@ -16,8 +16,8 @@ PREFLIGHT_ORDER = (
     "containerd-version", "containerd-cri-enabled", "containerd-systemd-cgroup",
     "containerd-config-version", "containerd-sandbox-image", "kube-tools-version", "helm",
     "cni-config-clean",
-    "gpu-present", "nouveau-off", "secure-boot", "nvidia-driver", "gpu-os-consistent",
-    "unattended-upgrades",
+    "gpu-present", "nouveau-off", "secure-boot", "nvidia-driver", "gpu-driver-branch", "gpu-mig",
+    "gpu-os-consistent", "unattended-upgrades",
 )
 
 PREFLIGHT = CheckSet("preflight", PREFLIGHT_ORDER)

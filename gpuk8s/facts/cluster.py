@@ -138,3 +138,101 @@ class ClusterFacts:
         res = self.host.read(kubectl("get", "tigerastatus", "-o", "json"), check=False)
         items = parse_list(res.stdout) if res.exit_status == 0 else None
         return calico_state(items) if items else (False, "no tigerastatus yet")
+
+
+# ---- the GPU layer: the Helm release, the operator's objects, allocatable GPUs ---------------
+# Read on the first control plane with the admin kubeconfig. `helm list -o json` prints helm's
+# releaseElement list (helm/helm pkg/cmd/list.go: name, namespace, revision, updated, status,
+# chart "<name>-<version>", app_version); `helm get values -o json` the user-supplied values
+# (`null` when none: helm/helm pkg/cmd/get_values.go prints the release's Config).
+
+def helm(*args: str) -> Cmd:
+    """helm on a control plane, with the admin kubeconfig."""
+    return Cmd("helm", *args, "--kubeconfig", ADMIN_CONF)
+
+
+def helm_list(namespace: str, helm_major: int = 4) -> Cmd:
+    """Every release of the namespace: Helm 4 lists every status by default and has no `--all`
+    (`helm list --all`: "Error: unknown flag: --all"); Helm 3 shows only deployed and failed ones
+    without it."""
+    return helm("list", "-n", namespace, *(["--all"] if helm_major == 3 else []), "-o", "json")
+
+
+def helm_get_values(release: str, namespace: str) -> Cmd:
+    return helm("get", "values", release, "-n", namespace, "-o", "json")
+
+
+def parse_helm_list(stdout: str) -> list[dict] | None:
+    """`helm list -o json` -> its releases; None when the output is not a JSON list."""
+    try:
+        data = json.loads(stdout or "[]")
+    except ValueError:
+        return None
+    return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else None
+
+
+def parse_helm_values(stdout: str) -> dict | None:
+    """`helm get values -o json` -> the user-supplied values ({} for `null`); None: unreadable."""
+    try:
+        data = json.loads(stdout or "null")
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else ({} if data is None else None)
+
+
+def helm_release(host: Any, name: str, namespace: str, helm_major: int = 4) -> dict | None:
+    """The release's list entry (status, chart) or None when it does not exist."""
+    res = host.read(helm_list(namespace, helm_major), check=False)
+    releases = parse_helm_list(res.stdout) if res.exit_status == 0 else None
+    if releases is None:
+        return None
+    return next((r for r in releases if r.get("name") == name), None)
+
+
+def helm_values(host: Any, name: str, namespace: str) -> dict | None:
+    res = host.read(helm_get_values(name, namespace), check=False)
+    return parse_helm_values(res.stdout) if res.exit_status == 0 else None
+
+
+def get_objects(host: Any, namespace: str, *refs: str) -> list[dict]:
+    """`kubectl get <kind/name>... --ignore-not-found -o json`: the objects that exist."""
+    res = host.read(kubectl("get", *refs, "-n", namespace, "--ignore-not-found", "-o", "json"),
+                    check=False)
+    if res.exit_status != 0 or not res.stdout.strip():
+        return []
+    try:
+        doc = json.loads(res.stdout)
+    except ValueError:
+        return []
+    if isinstance(doc, dict) and doc.get("kind") == "List":
+        return [i for i in doc.get("items") or [] if isinstance(i, dict)]
+    return [doc] if isinstance(doc, dict) else []
+
+
+def list_objects(host: Any, kind: str, namespace: str | None = None, *selector: str) -> list[dict]:
+    """`kubectl get <kind> [-n ns] [-l sel] -o json` items ([] when unanswered)."""
+    args = ["get", kind] + (["-n", namespace] if namespace else []) + list(selector) + ["-o", "json"]
+    res = host.read(kubectl(*args), check=False)
+    return (parse_list(res.stdout) or []) if res.exit_status == 0 else []
+
+
+def clusterpolicy_state(items: list[dict]) -> str | None:
+    """The ClusterPolicy's status.state (`ready`, `notReady`); None when there is none."""
+    for item in items:
+        state = (item.get("status") or {}).get("state")
+        if state:
+            return str(state)
+    return None if not items else "unknown"
+
+
+def allocatable(node: dict, resource: str) -> int:
+    """A node's allocatable count of an extended resource (0 when absent)."""
+    value = ((node.get("status") or {}).get("allocatable") or {}).get(resource)
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def node_labels(node: dict) -> dict[str, str]:
+    return dict((node.get("metadata") or {}).get("labels") or {})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from gpuk8s import gpu_models
 from gpuk8s.facts.model import GPU
 from gpuk8s.facts.system import split_conf_grep
 from gpuk8s.facts.text import first_int, nonblank_lines
@@ -187,3 +188,18 @@ def parse_nouveau_settings(conf_grep: str | None, modprobe_nouveau: str | None,
     if modprobe_nouveau is not None:  # probes before conf_grep had a section each
         modprobe_text = modprobe_nouveau
     return parse_nouveau_blacklist(modprobe_text, cmdline)
+
+
+def gpu_model(gpu: GPU) -> gpu_models.GPUModel | None:
+    """The known model of a GPU found on the bus: by PCI device id, else by the driver's name
+    ("NVIDIA H100 80GB HBM3" has no table name, so the device id is what counts)."""
+    model = gpu_models.model_by_device_id(gpu.device_id)
+    if model is None and gpu.name:
+        bare = gpu.name.removeprefix("NVIDIA ").removeprefix("Tesla ").replace(" ", "-")
+        model = gpu_models.model_by_name(bare)
+    return model
+
+
+def gpu_models_found(gpus: list[GPU]) -> list[gpu_models.GPUModel | None]:
+    """One entry per GPU (None: not in gpuk8s's table)."""
+    return [gpu_model(g) for g in gpus]

@@ -34,6 +34,7 @@ class ContainerdConfig:
     systemd_cgroup: bool | None = None      # value in the table that matches the file version
     systemd_cgroup_misplaced: bool = False  # key only found in a table of the other version
     sandbox_image: str | None = None
+    imports: tuple[str, ...] = ()           # the root file's `imports` (drop-in paths/globs)
 
 
 @dataclass
@@ -92,6 +93,8 @@ class Facts:
     kubernetes_files: list[str] = field(default_factory=list)
     selinux_enforcing: bool | None = None
     managed_files: dict[str, str] = field(default_factory=dict)  # path -> sha256 of gpuk8s's files
+    # Facts left unknown because their probe output could not be parsed: field(s) -> reason.
+    parse_errors: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (the `facts` object of `preflight --json`)."""

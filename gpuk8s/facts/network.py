@@ -36,8 +36,18 @@ def parse_addrs(text: str | None) -> list[str]:
         m = re.search(r"\binet6?\s+(\S+)", line)
         if not m or " scope host" in line or " scope link" in line:
             continue
-        out.append(m.group(1))
+        if _valid(ipaddress.ip_interface, m.group(1)):  # '999.1.2.3/24' is no address
+            out.append(m.group(1))
     return out
+
+
+def _valid(parse, text: str) -> bool:
+    """True when `parse` (an ipaddress constructor) accepts text; odd remote output is skipped."""
+    try:
+        parse(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_routes(text: str | None) -> tuple[list[str], bool]:
@@ -94,12 +104,12 @@ def parse_fib_trie(text: str | None, routes: list[str]) -> list[str]:
     found: list[str] = []
     prev = None
     for line in (text or "").splitlines():
-        m = re.search(r"\|--\s+(\d+\.\d+\.\d+\.\d+)$", line)
+        m = re.search(r"\|--\s+([0-9]{1,3}(?:\.[0-9]{1,3}){3})$", line)
         if m:
             prev = m.group(1)
             continue
-        if prev and "/32 host LOCAL" in line:
-            addr = ipaddress.ip_address(prev)
+        if prev and "/32 host LOCAL" in line and _valid(ipaddress.IPv4Address, prev):
+            addr = ipaddress.IPv4Address(prev)
             if not addr.is_loopback:
                 nets = [ipaddress.ip_network(r) for r in routes if ":" not in r]
                 best = max((n for n in nets if addr in n), key=lambda n: n.prefixlen, default=None)
@@ -128,7 +138,7 @@ def parse_listen(text: str | None) -> list[int]:
         words = line.split()
         if len(words) >= 4 and words[0] == "LISTEN":  # LISTEN 0 4096 [::]:22 [::]:*  (ss)
             port = words[3].rsplit(":", 1)[-1]
-            if port.isdigit():
+            if port.isascii() and port.isdigit() and int(port) < 65536:
                 ports.add(int(port))
             continue
         if len(words) < 4 or words[0] == "sl" or words[3] != "0A":
@@ -145,7 +155,7 @@ def parse_getent(text: str | None) -> list[str]:
     addrs: list[str] = []
     for line in nonblank_lines(text):
         a = line.split()[0]
-        if a not in addrs:
+        if a not in addrs and _valid(ipaddress.ip_address, a):  # a non-address is skipped
             addrs.append(a)
     return addrs
 

@@ -7,6 +7,7 @@ fills; a section no row reads is ignored, and a missing one reaches its parser a
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass
 from importlib import resources
@@ -154,15 +155,33 @@ SECTION_PARSERS: tuple[SectionParser, ...] = (
 )
 
 
+_UNKNOWN = Facts()
+
+
 def parse_probe(text: str) -> Facts:
-    """Build Facts from one probe run's output, one table row at a time."""
+    """Build Facts from one probe run's output, one table row at a time.
+
+    Remote output is untrusted: a parser that fails on it leaves its fields unknown (their
+    defaults) and records why in `facts.parse_errors`; the other rows, and the other hosts,
+    are unaffected.
+    """
     sections = split_sections(text)
     facts = Facts()
     for row in SECTION_PARSERS:
-        value = row.parse(*map(sections.get, row.reads), *(getattr(facts, u) for u in row.uses))
-        if len(row.fills) == 1:
-            setattr(facts, row.fills[0], value)
-        else:
-            for name, v in zip(row.fills, value):
-                setattr(facts, name, v)
+        try:
+            value = row.parse(*map(sections.get, row.reads), *(getattr(facts, u) for u in row.uses))
+            values = (value,) if len(row.fills) == 1 else tuple(value)
+            if len(values) != len(row.fills):
+                raise ValueError(f"{len(values)} values for {len(row.fills)} fields")
+        except Exception as e:  # noqa: BLE001 - one section's odd output never breaks the host
+            values = tuple(copy.deepcopy(getattr(_UNKNOWN, name)) for name in row.fills)
+            facts.parse_errors[" ".join(row.fills)] = _reason(row, e)
+        for name, v in zip(row.fills, values):
+            setattr(facts, name, v)
     return facts
+
+
+def _reason(row: SectionParser, e: Exception) -> str:
+    """Why a row's facts are unknown, one line (the sections it read, the error)."""
+    where = "section " + ", ".join(row.reads) if row.reads else "derived from " + ", ".join(row.uses)
+    return f"{where}: {type(e).__name__}: {str(e)[:200]}".replace("\n", " ")

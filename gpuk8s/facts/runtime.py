@@ -57,12 +57,16 @@ def _parse_containerd_config(text: str | None) -> ContainerdConfig:
     cfg = ContainerdConfig(present=True)
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        cfg.parse_error = str(e)
+    except (tomllib.TOMLDecodeError, RecursionError) as e:  # RecursionError: [[[[... nesting
+        cfg.parse_error = str(e) or type(e).__name__
         return cfg
-    cfg.version = int(data.get("version", 1))
+    version = data.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        cfg.parse_error = f"version = {version!r} is not a number"
+        return cfg
+    cfg.version = version
     disabled = data.get("disabled_plugins") or []
-    cfg.cri_disabled = any(p in CRI_PLUGIN_IDS[:3] for p in disabled)
+    cfg.cri_disabled = isinstance(disabled, list) and any(p in CRI_PLUGIN_IDS[:3] for p in disabled)
     plugins = data.get("plugins") or {}
     v1_opts = _dig(plugins, "cri", "containerd", "runtimes", "runc", "options")
     v2_opts = _dig(plugins, _CRI_V2, "containerd", "runtimes", "runc", "options")
@@ -84,6 +88,11 @@ def _parse_containerd_config(text: str | None) -> ContainerdConfig:
         cfg.sandbox_image = _dig(plugins, _CRI_V2, "sandbox_image")
     else:
         cfg.sandbox_image = _dig(plugins, "cri", "sandbox_image")
+    if not isinstance(cfg.sandbox_image, str):
+        cfg.sandbox_image = None
+    imports = data.get("imports")
+    if isinstance(imports, list):
+        cfg.imports = tuple(i for i in imports if isinstance(i, str))
     return cfg
 
 

@@ -67,7 +67,7 @@ def parse_cgroup(fs_type: str | None) -> tuple[int | None, str | None]:
 
 def parse_meminfo(text: str | None) -> int | None:
     """/proc/meminfo's MemTotal in MiB."""
-    m = re.search(r"^MemTotal:\s+(\d+)\s*kB", text or "", re.M)
+    m = re.search(r"^MemTotal:\s+([0-9]{1,20})\s*kB", text or "", re.M)
     return int(m.group(1)) // 1024 if m else None
 
 
@@ -197,7 +197,7 @@ def parse_secure_boot(text: str | None) -> tuple[bool | None, bool | None]:
         s = line.strip()
         if s.startswith("efivar="):
             uefi = True
-            nums = [int(x) for x in s[len("efivar="):].split() if x.isdigit()]
+            nums = [int(x) for x in s[len("efivar="):].split() if x.isascii() and x.isdigit()]
             if len(nums) >= 5:  # 4 attribute bytes, then the value
                 secure = nums[4] == 1
         elif s == "efi=yes":
@@ -242,7 +242,7 @@ def parse_auto_upgrades(text: str | None, services: dict[str, dict[str, str]]) -
             apt = True
             continue
         path, rest = line.split(":", 1) if line.startswith("/") else ("", line)
-        m = re.search(r'APT::Periodic::Unattended-Upgrade\s+"?(\d+)"?', rest)
+        m = re.search(r'APT::Periodic::Unattended-Upgrade\s+"?([0-9]{1,9})"?', rest)
         if m:
             settings.append((path, int(m.group(1))))
     if settings:

@@ -13,7 +13,7 @@ from typing import Callable
 
 import yaml
 
-from gpuk8s.errors import ClusterStateError, WaitTimeout
+from gpuk8s.errors import ClusterStateError, Gpuk8sError, Interrupted, RemoteCommandError, WaitTimeout
 from gpuk8s.facts.cluster import ClusterFacts, kubectl, node_ready
 from gpuk8s.gate import LOCAL, Change
 from gpuk8s.host import Host
@@ -40,19 +40,55 @@ def cluster(ctx: Context) -> ClusterFacts:
     return ctx.state.cluster
 
 
+# Delete the token when the cluster exists ($1 = admin.conf): used when the command that may
+# have created it (init, token create) did not end normally, so the cluster may not exist.
+_DELETE_TOKEN_IF_CLUSTER = '[ ! -e "$1" ] || kubeadm token delete "$2"'
+
+
 class UsesJoinToken(Phase):
-    """A phase that may create this run's bootstrap token; the token is deleted at the end."""
+    """A phase that may create this run's bootstrap token, or write secret files on hosts.
+
+    Its cleanup runs however the run ends (interrupted too): it removes the temporary secret
+    files whose command did not end normally (the script removes them itself otherwise), then
+    deletes this run's bootstrap token, also when the command creating it was interrupted."""
 
     cleanup_title = "delete join token"
 
     def cleanup(self, ctx: Context) -> None:
-        if not ctx.state.token_in_use or ctx.secrets is None:
-            return
-        token_id = ctx.secrets.token.reveal().split(".", 1)[0]  # the public half
-        ctx.first_cp.apply(Change(ctx.first_cp.name, f"delete bootstrap token {token_id}",
-                                  Cmd("kubeadm", "token", "delete", token_id),
-                                  accept_stderr="not found"))
-        ctx.state.token_in_use = False
+        failure: BaseException | None = None
+        leftovers = {ctx.host(n): sorted(p) for n, p in ctx.gate.secret_files.items() if p}
+        if leftovers:
+            def remove(host: Host) -> None:
+                paths = leftovers[host]
+                host.apply(Change(host.name, f"remove leftover secret file {', '.join(paths)}",
+                                  Cmd("rm", "-f", "--", *paths)))
+                ctx.gate.secret_files.get(host.name, set()).difference_update(paths)
+            try:
+                ctx.parallel(list(leftovers), remove, "remove leftover secret files")
+            except Gpuk8sError as e:
+                failure = e
+        if ctx.secrets is not None and (ctx.state.token_in_use or ctx.state.token_unsure):
+            token_id = ctx.secrets.token.reveal().split(".", 1)[0]  # the public half
+            cmd = Cmd("kubeadm", "token", "delete", token_id) if ctx.state.token_in_use else \
+                Cmd("sh", "-c", _DELETE_TOKEN_IF_CLUSTER, "gpuk8s-token", ADMIN_CONF, token_id)
+            ctx.first_cp.apply(Change(ctx.first_cp.name, f"delete bootstrap token {token_id}", cmd,
+                                      accept_stderr="not found"))
+            ctx.state.token_in_use = ctx.state.token_unsure = False
+        if failure is not None:
+            raise failure
+
+
+def _creating_token(ctx: Context, make: Callable[[], object]) -> None:
+    """Run a command that creates this run's bootstrap token; unless it ended with an exit
+    status of its own, the token may exist (interrupted, connection lost): the cleanup deletes it."""
+    ctx.state.token_unsure = True
+    try:
+        make()
+    except RemoteCommandError:
+        ctx.state.token_unsure = False
+        raise
+    ctx.state.token_unsure = False
+    ctx.state.token_in_use = True
 
 
 class InitControlPlane(UsesJoinToken):
@@ -71,12 +107,11 @@ class InitControlPlane(UsesJoinToken):
                     f"failed: run `kubeadm reset -f` on {host.name}, then `gpuk8s up` again.")
             return PhaseResult(self.title, notes=[f"{host.name}: already initialised ({ADMIN_CONF} exists)"])
         cfg = kubeadm_init_config(ctx.inventory, host.spec, ctx.secrets, ctx.release)
-        host.with_secret_file(
+        _creating_token(ctx, lambda: host.with_secret_file(
             cfg, Cmd("kubeadm", "init", "--config", cfg.path, "--upload-certs"), "kubeadm init",
             timeout=KUBEADM_TIMEOUT,
             hint="fix the cause shown above, then run `gpuk8s up` again (a failed init leaves "
-                 "files behind: `kubeadm reset -f` on that host first)")
-        ctx.state.token_in_use = True
+                 "files behind: `kubeadm reset -f` on that host first)"))
         if not ctx.dry_run:
             refresh(ctx, [host])
             ctx.cluster_changed()
@@ -98,6 +133,12 @@ class InstallCalico(Phase):
             # Server-side apply: idempotent, and the CRDs are too large for client-side apply.
             host.change(f"apply {url.rsplit('/', 1)[-1]} (Calico {ctx.release.calico})",
                         kubectl("apply", "--server-side", "--force-conflicts", "-f", url), timeout=300)
+        if not ctx.dry_run:
+            # kubectl maps every object before it sends one: a custom resource is refused until
+            # its CRD is Established, which the API server does asynchronously after creating it.
+            host.read(kubectl("wait", "--for=condition=Established", "--timeout=120s",
+                              *(f"crd/{crd}" for crd in calico_installation_crds(inst.content))),
+                      timeout=180)
         host.put_file(RenderedFile(CALICO_INSTALLATION, inst.content, host=host.name),
                       "write the Calico Installation (pool = pod CIDR)")
         host.change("apply the Calico Installation",
@@ -108,6 +149,12 @@ class InstallCalico(Phase):
             ctx.cluster_changed()
             wait_for(ctx, "Calico available", view.fresh_calico, diagnose=lambda: diagnose_cluster(ctx))
         return PhaseResult(self.title)
+
+
+def calico_installation_crds(manifest: str) -> list[str]:
+    """The CRDs of the kinds in the Installation manifest (installations.operator.tigera.io...)."""
+    kinds = [doc.get("kind") for doc in yaml.safe_load_all(manifest) if isinstance(doc, dict)]
+    return [f"{k.lower()}s.operator.tigera.io" for k in kinds if k]
 
 
 def wait_for(ctx: Context, what: str, probe: Callable[[], tuple[bool, str]],
@@ -121,7 +168,8 @@ def wait_for(ctx: Context, what: str, probe: Callable[[], tuple[bool, str]],
             return
         if time.monotonic() >= deadline:
             break
-        time.sleep(ctx.options.poll_interval)
+        if ctx.gate.interrupted.wait(ctx.options.poll_interval):
+            raise Interrupted("interrupted while waiting for " + what)
     raise WaitTimeout(f"timed out after {ctx.options.wait_timeout:g}s waiting for {what}: {state}\n"
                       f"{diagnose()}")
 
@@ -149,9 +197,9 @@ def _ensure_token(ctx: Context) -> None:
         return
     host = ctx.first_cp
     cfg = kubeadm_init_config(ctx.inventory, host.spec, ctx.secrets, ctx.release)
-    host.with_secret_file(cfg, Cmd("kubeadm", "token", "create", "--config", cfg.path),
-                          "create a short-lived bootstrap token", accept_stderr="already exists")
-    ctx.state.token_in_use = True
+    _creating_token(ctx, lambda: host.with_secret_file(
+        cfg, Cmd("kubeadm", "token", "create", "--config", cfg.path),
+        "create a short-lived bootstrap token", accept_stderr="already exists"))
 
 
 def _upload_certs(ctx: Context) -> None:

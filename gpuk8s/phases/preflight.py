@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from gpuk8s.checks import PREFLIGHT, CheckResult
+from gpuk8s.checks.base import crashed
 from gpuk8s.errors import (EXIT_CHECKS_FAILED, EXIT_OK, EXIT_UNREACHABLE, PreflightFailed,
                            TransportError)
 from gpuk8s.facts import Facts
@@ -171,7 +172,10 @@ def check_hosts(ctx: Context) -> PreflightReport:
             continue
         rep = HostReport(spec.name, spec.address, True, host.warning,
                          "sudo-password" if host.warning else None, host.facts)
-        rep.checks = PREFLIGHT.run(ctx.inventory, spec, host.facts, fleet)
+        try:
+            rep.checks = PREFLIGHT.run(ctx.inventory, spec, host.facts, fleet)
+        except Exception as e:  # noqa: BLE001 - one host's odd facts never break the others
+            rep.checks = [crashed(i, e, spec.name, host.facts) for i in PREFLIGHT.ids]
         reports.append(rep)
     return PreflightReport(reports)
 

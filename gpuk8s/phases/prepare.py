@@ -10,12 +10,14 @@ from gpuk8s.errors import UsageError, VerificationError
 from gpuk8s.facts import parse_containerd_config, parse_containerd_version
 from gpuk8s.host import Host
 from gpuk8s.packages import missing_binaries, os_family, packages_for
-from gpuk8s.paths import APT_KEYRINGS, DOCKER_APT_KEYRING, FSTAB, K8S_APT_KEYRING, SELINUX_CONFIG
+from gpuk8s.paths import (APT_KEYRINGS, CONTAINERD_CONFIG, DOCKER_APT_KEYRING, FSTAB, K8S_APT_KEYRING,
+                          SELINUX_CONFIG)
 from gpuk8s.phases.base import Context, Phase, PhaseResult
 from gpuk8s.phases.preflight import refresh
 from gpuk8s.render import (containerd_config_file, docker_key_url, docker_repo_file, modules_file,
                            networkmanager_calico_file, package_key_url, package_repo_file, sysctl_file)
 from gpuk8s.render.placeholders import containerd_default
+from gpuk8s.render.containerd import imports_drop_ins
 from gpuk8s.shell import Cmd
 from gpuk8s.versions import native_config_version
 
@@ -184,14 +186,18 @@ def configure_containerd(ctx: Context, host: Host) -> None:
     version = f.containerd_version or ctx.release.containerd
     active = f.service_active("containerd")
     enabled = f.services.get("containerd", {}).get("enabled") == "enabled"
-    if active and enabled and containerd_config_ok(ctx, f, version):
+    gpu = host.spec.gpu is not False and bool(host.spec.gpu or f.gpus)
+    if active and enabled and containerd_config_ok(ctx, f, version, gpu=gpu):
         return  # the facts show a running containerd whose config already meets every requirement
     if ctx.dry_run and not ctx.release.accepts_containerd(f.containerd_version):
         default = containerd_default(version)
     else:
         default = host.read(Cmd("containerd", "config", "default")).stdout
+    # The current file's imports and non-runc runtimes (the NVIDIA toolkit's) are kept.
+    current = host.read(Cmd("cat", "--", CONTAINERD_CONFIG), check=False).stdout \
+        if f.containerd.present else None
     cfg = containerd_config_file(ctx.inventory, ctx.release, version, default_toml=default,
-                                 host=host.name)
+                                 host=host.name, current_toml=current)
     changed = host.put_file(cfg, "write /etc/containerd/config.toml (SystemdCgroup, pause image, CRI on)")
     if changed or not active or not enabled:
         host.change("enable and restart containerd", Cmd("systemctl", "enable", "containerd").then(
@@ -204,10 +210,12 @@ def configure_containerd(ctx: Context, host: Host) -> None:
                                     found, "check /etc/containerd/config.toml and its drop-ins")
 
 
-def containerd_config_ok(ctx: Context, f, version: str) -> bool:
+def containerd_config_ok(ctx: Context, f, version: str, *, gpu: bool = False) -> bool:
     """The current config (from the probe) is in the native version, CRI on, systemd cgroups,
-    and the pause image kubeadm expects."""
+    and the pause image kubeadm expects; on a GPU node it imports the toolkit's drop-in. Other
+    `imports` and runtimes (the toolkit's `nvidia`) are never a reason to rewrite it."""
     c = f.containerd
     return (c.present and not c.parse_error and c.version == native_config_version(version)
             and c.systemd_cgroup is True and not c.cri_disabled
-            and c.sandbox_image == ctx.release.pause_image)
+            and c.sandbox_image == ctx.release.pause_image
+            and (not gpu or imports_drop_ins(c.imports)))

@@ -1,7 +1,7 @@
 """Render every file gpuk8s puts on a host or applies to the cluster: pure, no network, no SSH.
 
 One module per artifact: kubeadm, containerd, packages (repositories), calico, host (sysctl,
-modules, NetworkManager), tree (everything, and writing it out); base holds what they share and
+modules, NetworkManager), gpu (GPU Operator values, device-plugin ConfigMap, CUDA smoke Jobs), tree (everything, and writing it out); base holds what they share and
 placeholders what a dry run or offline render uses instead of live values.
 
 Templates live in templates/ (Jinja2, StrictUndefined). User values reach a YAML template only
@@ -21,6 +21,10 @@ from gpuk8s.render.base import (ClusterSecrets, RenderedFile, plain_line, render
                                 template_text, yaml_scalar)
 from gpuk8s.render.calico import CALICO_INSTALLATION, calico_installation, calico_manifest_urls
 from gpuk8s.render.containerd import containerd_config, containerd_config_file, tomllib
+from gpuk8s.render.gpu import (CUDA_SMOKE_DIR, DEVICE_PLUGIN_CONFIG, GPU_OPERATOR_VALUES, GPUNode,
+                               cuda_smoke_job, device_plugin_config, gpu_files, gpu_node,
+                               gpu_node_labels, gpu_operator_namespace, gpu_operator_values,
+                               offline_gpu_nodes)
 from gpuk8s.render.host import modules_file, networkmanager_calico_file, sysctl_file
 from gpuk8s.render.kubeadm import (CONTROL_PLANE_TAINT_KEY, kubeadm_init_config, kubeadm_join_config,
                                    node_labels_after_join, node_labels_for_kubelet)
@@ -33,7 +37,10 @@ from gpuk8s.versions import native_config_version
 
 
 __all__ = [
-    "API_SERVER_PORT", "CALICO_INSTALLATION", "CNI_BIN_DIR",
+    "API_SERVER_PORT", "CALICO_INSTALLATION", "CNI_BIN_DIR", "CUDA_SMOKE_DIR",
+    "DEVICE_PLUGIN_CONFIG", "GPUNode", "GPU_OPERATOR_VALUES", "cuda_smoke_job",
+    "device_plugin_config", "gpu_files", "gpu_node", "gpu_node_labels", "gpu_operator_namespace",
+    "gpu_operator_values", "offline_gpu_nodes",
     "CNI_CONF_DIR", "CONTAINERD_CONFIG", "CONTROL_PLANE_TAINT_KEY", "ClusterSecrets",
     "KUBEADM_INIT_CONFIG", "KUBEADM_JOIN_CONFIG", "MODULES_FILE", "PLACEHOLDER_CA_HASH",
     "PLACEHOLDER_SECRETS", "RenderedFile", "SYSCTL_FILE", "calico_installation",

@@ -10,6 +10,7 @@ from gpuk8s.errors import UsageError
 from gpuk8s.render.base import ClusterSecrets, RenderedFile
 from gpuk8s.render.calico import calico_installation
 from gpuk8s.render.containerd import containerd_config_file
+from gpuk8s.render.gpu import gpu_files
 from gpuk8s.render.host import modules_file, sysctl_file
 from gpuk8s.render.kubeadm import kubeadm_init_config, kubeadm_join_config
 from gpuk8s.render.packages import package_repo_file
@@ -40,6 +41,7 @@ def render_all(inv: Any, os_families: str | Mapping[str, str] = "debian",
         else:
             files.append(kubeadm_join_config(inv, host, secrets, release, PLACEHOLDER_CA_HASH))
     files.append(calico_installation(inv, release))
+    files.extend(gpu_files(inv, release))
     return files
 
 

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 
 from gpuk8s.errors import TransportError
 from gpuk8s.shell import Cmd
+
+# After a transport's abort() (an interrupt) it starts no new command, except from a thread that
+# runs the run's cleanups: gpuk8s.host.Host sets `cleanup_thread.active` around such commands.
+cleanup_thread = threading.local()
+
+
+def may_start_after_abort() -> bool:
+    return bool(getattr(cleanup_thread, "active", False))
+
 
 _SUDO_PASSWORD_MARKERS = ("a password is required", "a terminal is required", "no tty present",
                           "askpass")

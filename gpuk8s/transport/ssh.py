@@ -22,8 +22,8 @@ import time
 import paramiko
 
 from gpuk8s.errors import TransportError
-from gpuk8s.shell import Cmd
-from gpuk8s.transport.base import Result, check_sudo, wrap_sudo
+from gpuk8s.shell import Cmd, quote
+from gpuk8s.transport.base import Result, check_sudo, may_start_after_abort, wrap_sudo
 
 # paramiko logs connection failures with tracebacks; gpuk8s reports them itself, per host.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
@@ -79,6 +79,55 @@ def _private_key(path: str) -> paramiko.PKey | None:
         return _parsed_once("identity", path, paramiko.PKey.from_path)
     except (paramiko.SSHException, OSError, ValueError, TypeError):  # TypeError: encrypted
         return None
+
+
+# Every command first reports its process group on stderr (read and removed by _drain), so an
+# interrupt can SIGTERM it from another session: sshd honours the SSH "signal" request only for
+# non-root logins. Field 5 of /proc/PID/stat is the process group; this shell's name ("sh") has
+# no space, so the fields split on spaces. Shell builtins only: no process of its own.
+_REPORT_PGID = ('read -r _ _ _ _ g _ < /proc/$$/stat && echo "@@gpuk8s:pgid $g" >&2; exec "$@"')
+_POLL_SLICE = 0.5      # seconds a command's reader blocks before it looks at its deadline again
+_LIVENESS_WAIT = 3.0   # seconds a keepalive may take before the host counts as not answering
+
+
+def _answers(tr: paramiko.Transport, wait: float) -> bool:
+    """Does the peer still answer? A keepalive global request (OpenSSH replies even to an
+    unknown request), waited for at most `wait` seconds in a daemon thread."""
+    import threading as _t
+
+    done = _t.Event()
+
+    def ask() -> None:
+        try:
+            tr.global_request("keepalive@openssh.com", wait=True)
+        except Exception:  # noqa: BLE001 - no answer is the answer
+            return
+        if tr.is_active():
+            done.set()
+
+    _t.Thread(target=ask, name="gpuk8s-keepalive", daemon=True).start()
+    return done.wait(wait)
+
+
+def _send_signal(chan: paramiko.Channel, name: str) -> None:
+    """RFC 4254 6.9 "signal" request (OpenSSH >= 7.9 signals the session's process group);
+    paramiko has no public call for it. Sent from a daemon thread: never blocks the caller."""
+    from paramiko.common import cMSG_CHANNEL_REQUEST
+    from paramiko.message import Message
+
+    def send() -> None:
+        try:
+            m = Message()
+            m.add_byte(cMSG_CHANNEL_REQUEST)
+            m.add_int(chan.remote_chanid)
+            m.add_string("signal")
+            m.add_boolean(False)
+            m.add_string(name)
+            chan.transport._send_user_message(m)
+        except Exception:  # noqa: BLE001 - the session is closed after the grace anyway
+            pass
+
+    threading.Thread(target=send, name="gpuk8s-signal", daemon=True).start()
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -154,6 +203,17 @@ class SSHTransport:
         self._use_sudo = s.user != "root" and s.sudo
         self._client: paramiko.SSHClient | None = None
         self._bastion: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+        self._in_flight: dict = {}     # channel -> masked command
+        self._aborted: set = set()     # channels abort() was asked to end
+        self._expired: set = set()     # channels the watchdog closed at their deadline
+        self._pgids: dict = {}         # channel -> the remote process group of its command
+        self._abort_all = False        # abort() was called: only cleanups start commands
+        # A command silent for `_quiet` seconds gets a keepalive; no reply within
+        # `_liveness_wait`: the host is lost. Both follow ssh.connect_timeout (how long a host
+        # may take to answer at all).
+        self._liveness_wait = max(1.0, min(_LIVENESS_WAIT, s.connect_timeout))
+        self._quiet = max(2.0, s.connect_timeout)
 
     # ------------------------------------------------------------------ connect
     def _new_client(self) -> paramiko.SSHClient:
@@ -197,7 +257,8 @@ class SSHTransport:
             raise TransportError(
                 "host-key-unknown",
                 f"{where}: host key not in {self.known_hosts} ({e.key.get_name()} {fingerprint(e.key)}). "
-                f"Verify it, then add it with `ssh-keyscan -p {port} {address} >> {self.known_hosts}` "
+                f"Verify it, then add it with "
+                f"`ssh-keyscan -p {port} {quote(address)} >> {quote(self.known_hosts)}` "
                 f"or set `accept_new_host_keys: true` (or pass --accept-new-host-keys).",
             ) from None
         except paramiko.BadHostKeyException as e:
@@ -206,7 +267,7 @@ class SSHTransport:
                 f"{where}: HOST KEY CHANGED: known_hosts has {fingerprint(e.expected_key)}, the host "
                 f"offers {e.key.get_name()} {fingerprint(e.key)}. This may be a reinstalled machine or "
                 f"an attack. If the change is expected, remove the old entry with "
-                f"`ssh-keygen -R '{known_hosts_name(address, port)}' -f {self.known_hosts}`.",
+                f"`ssh-keygen -R {quote(known_hosts_name(address, port))} -f {quote(self.known_hosts)}`.",
             ) from None
         except paramiko.PasswordRequiredException:
             raise TransportError("auth", f"{where}: the private key {key_file} is encrypted; load it "
@@ -259,43 +320,179 @@ class SSHTransport:
         deadline = start + limit
         tr = self._client.get_transport()
         if tr is None or not tr.is_active():
-            raise TransportError("closed", f"{self.host_name}: connection lost")
+            raise TransportError("lost", f"{self.host_name}: connection lost before `{cmd.masked()}` "
+                                         f"could run")
+        chan = None
+        watchdog = None
         try:
             chan = tr.open_session(timeout=limit)
-            chan.exec_command(full.render())
+            chan.settimeout(max(0.1, deadline - time.monotonic()))  # bounds sendall on a frozen peer
+            with self._lock:
+                if self._abort_all and not may_start_after_abort():
+                    raise TransportError("interrupted", f"{self.host_name}: interrupted; "
+                                                        f"`{cmd.masked()}` was not started")
+                self._in_flight[chan] = cmd.masked()
+            # exec_command and recv_exit_status wait without a bound in paramiko: past the
+            # deadline the watchdog closes the channel, which ends every wait on it.
+            watchdog = threading.Timer(max(0.1, deadline - time.monotonic()) + self._liveness_wait + 1,
+                                       self._expire, (chan,))
+            watchdog.daemon = True
+            watchdog.start()
+            chan.exec_command(Cmd("sh", "-c", _REPORT_PGID, "gpuk8s-run", full).render())
             if stdin is not None:
                 chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
             chan.shutdown_write()
-            out, err = self._drain(chan, deadline, limit, cmd)
+            out, err = self._drain(chan, tr, deadline, limit, cmd)
             status = chan.recv_exit_status()
+        except TransportError:
+            if chan is not None:
+                chan.close()
+            raise
+        except socket.timeout:
+            raise TransportError("lost", f"{self.host_name}: the host stopped answering: it took no "
+                                         f"input of `{cmd.masked()}` within {limit:g}s") from None
         except (paramiko.SSHException, OSError, EOFError) as e:
+            if chan is not None and chan in self._expired:
+                raise TransportError("lost", f"{self.host_name}: the host stopped answering during "
+                                             f"`{cmd.masked()}` (nothing within {limit:g}s)") from None
+            if not tr.is_active():
+                raise TransportError("lost", f"{self.host_name}: connection lost during "
+                                             f"`{cmd.masked()}` ({e or type(e).__name__})") from None
             raise TransportError("closed", f"{self.host_name}: `{cmd.masked()}` failed: {e}") from None
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            if chan is not None:
+                with self._lock:
+                    self._in_flight.pop(chan, None)
+                    self._pgids.pop(chan, None)
+        if status == -1:   # paramiko's value when no exit-status came: a signal, or the link died
+            if chan in self._expired:
+                raise TransportError("lost", f"{self.host_name}: the host stopped answering during "
+                                             f"`{cmd.masked()}` (nothing within {limit:g}s)")
+            if not tr.is_active():
+                raise TransportError("lost", f"{self.host_name}: connection lost during "
+                                             f"`{cmd.masked()}`; its outcome on the host is unknown")
+            if chan in self._aborted:
+                raise TransportError("interrupted", f"{self.host_name}: `{cmd.masked()}` was ended "
+                                                    f"by the interrupt")
+            raise TransportError("closed", f"{self.host_name}: `{cmd.masked()}` ended without an exit "
+                                           f"status (killed by a signal, or its session was closed)")
         res = Result(full.masked(), status, out.decode(errors="replace"), err.decode(errors="replace"),
                      time.monotonic() - start)
         check_sudo(res, self.host_name, self.settings.user, use_sudo)
         return res
 
-    def _drain(self, chan, deadline: float, limit: float, cmd: Cmd) -> tuple[bytes, bytes]:
-        """Read stdout and stderr together until EOF, bounded by the deadline."""
+    def _kill_groups(self, groups: list[str], grace: float) -> None:
+        client = self._client
+        tr = client.get_transport() if client is not None else None
+        if tr is None or not tr.is_active():
+            return
+        kill = wrap_sudo(Cmd("kill", "-TERM", "--", *(f"-{g}" for g in groups)), self._use_sudo)
+        try:
+            chan = tr.open_session(timeout=grace)
+            chan.exec_command(kill.render())
+            chan.shutdown_write()
+            chan.status_event.wait(grace)
+            chan.close()
+        except Exception:  # noqa: BLE001 - the sessions are closed after the grace anyway
+            pass
+
+    def _expire(self, chan) -> None:
+        """The watchdog: the command's deadline passed and its reader is stuck in paramiko."""
+        with self._lock:
+            if chan not in self._in_flight:
+                return
+            self._expired.add(chan)
+        chan.close()
+
+    def _drain(self, chan, tr, deadline: float, limit: float, cmd: Cmd) -> tuple[bytes, bytes]:
+        """Read stdout and stderr together until EOF, bounded by the deadline.
+
+        A channel that has been silent for a while gets a keepalive near the deadline, so a
+        frozen host is reported as lost (not as a slow command) no later than the deadline.
+        """
         out, err = bytearray(), bytearray()
+        marker = True   # the first stderr line is _REPORT_PGID's
         poller = select.poll()  # poll, not select: fds above 1024 at large fleets
         poller.register(chan.fileno(), select.POLLIN)
+        checked = False
+        last_data = last_check = time.monotonic()
         while True:
+            n = len(out) + len(err)
             while chan.recv_ready():
                 out += chan.recv(_READ_CHUNK)
             while chan.recv_stderr_ready():
                 err += chan.recv_stderr(_READ_CHUNK)
+            if len(out) + len(err) != n:
+                last_data = time.monotonic()
+            if marker and b"\n" in err:
+                line, _, rest = bytes(err).partition(b"\n")
+                if line.startswith(b"@@gpuk8s:pgid "):
+                    with self._lock:
+                        self._pgids[chan] = line.split()[1].decode(errors="replace")
+                    err[:] = rest
+                marker = False
             if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                 if chan.eof_received or chan.closed:
                     break
-            remaining = deadline - time.monotonic()
+            if chan.closed and not chan.recv_ready() and not chan.recv_stderr_ready():
+                break   # closed by abort() or by the connection's end: run() tells which
+            now = time.monotonic()
+            remaining = deadline - now
+            # A silent channel is asked whether its host still answers: every `quiet` seconds of
+            # silence, and once just before the deadline. No reply within `wait`: lost.
+            wait = min(self._liveness_wait, max(remaining - 0.2, 0.1))
+            if now - max(last_data, last_check) >= self._quiet or (
+                    not checked and limit >= 4 * self._liveness_wait
+                    and remaining <= self._liveness_wait + 0.5 and now - last_data >= 1.0):
+                checked = checked or remaining <= self._liveness_wait + 0.5
+                last_check = now
+                if not tr.is_active() or not _answers(tr, wait):
+                    chan.close()
+                    raise TransportError(
+                        "lost", f"{self.host_name}: the host stopped answering during `{cmd.masked()}` "
+                                f"(silent for {time.monotonic() - last_data:.0f}s, no reply to a "
+                                f"keepalive within {wait:g}s); its outcome on the host is unknown")
+                continue
             if remaining <= 0:
                 chan.close()
                 raise TransportError("timeout", f"{self.host_name}: `{cmd.masked()}` did not finish "
                                                 f"within {limit:g}s; raise ssh.command_timeout if "
                                                 f"it is just slow")
-            poller.poll(min(remaining, 1.0) * 1000)
+            poller.poll(min(remaining, _POLL_SLICE) * 1000)
         return bytes(out), bytes(err)
+
+    def abort(self, grace: float) -> list[tuple[str, bool]]:
+        """Interrupt: ask the commands in flight to end (SIGTERM to their process group, the
+        SSH "signal" request), wait up to `grace` seconds, then close the sessions still open.
+
+        Returns (masked command, ended) for each; ended=False means the session was closed and
+        the command may go on running on the host. Never blocks longer than about `grace`.
+        """
+        with self._lock:
+            self._abort_all = True
+            chans = dict(self._in_flight)
+            self._aborted.update(chans)
+        for chan in chans:
+            _send_signal(chan, "TERM")   # honoured by sshd for non-root logins (privilege separation)
+        end = time.monotonic() + grace
+        killed: set[str] = set()
+        while time.monotonic() < end and not all(c.exit_status_ready() or c.closed for c in chans):
+            with self._lock:   # a command that just started reports its group a moment later
+                groups = sorted({g for c, g in self._pgids.items() if c in chans and g.isdigit()} - killed)
+            if groups:   # root logins too: SIGTERM the process groups from a new session
+                killed.update(groups)
+                threading.Thread(target=self._kill_groups, args=(groups, grace), daemon=True,
+                                 name="gpuk8s-kill").start()
+            time.sleep(0.02)
+        report = []
+        for chan, command in chans.items():
+            ended = chan.exit_status_ready() and chan.exit_status != -1
+            if not ended:
+                chan.close()
+            report.append((command, ended))
+        return report
 
     def close(self) -> None:
         for c in (self._client, self._bastion):

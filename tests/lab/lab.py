@@ -464,6 +464,23 @@ class Lab:
         if h.sshd is not None:
             _signal(h.sshd.pid, signal.SIGCONT)
 
+    def freeze_host(self, name: str) -> None:
+        """SIGSTOP every process of the host (sshd, its sessions, their commands) but the holder:
+        its kernel still ACKs TCP, nothing answers (a frozen machine, a frozen SSH session)."""
+        h = self._host(name)
+        ns = {os.readlink(f"/proc/{h.holder_pid}/ns/mnt")}
+        for pid in _pids_in_mnt_ns(ns):
+            if pid != h.holder_pid:
+                _signal(pid, signal.SIGSTOP)
+
+    def thaw_host(self, name: str) -> None:
+        h = self._host(name)
+        ns = {os.readlink(f"/proc/{h.holder_pid}/ns/mnt")}
+        for pid in _pids_in_mnt_ns(ns):
+            _signal(pid, signal.SIGCONT)
+        if h.sshd is not None:
+            _signal(h.sshd.pid, signal.SIGCONT)
+
     def rotate_host_key(self, name: str) -> str:
         """New host key and sshd restart; lab.known_hosts keeps the old key ("changed key").
 

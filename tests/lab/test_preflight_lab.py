@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from gpuk8s.checks import CHECK_IDS
+from gpuk8s.errors import InventoryError
 from gpuk8s.inventory import load_inventory
 from gpuk8s.shell import Cmd
 from gpuk8s.transport import open_transport
@@ -501,11 +502,15 @@ PWNED = ("/tmp/pwned", "/tmp/pwned2", "/tmp/pwned3")
 @pytest.mark.parametrize("host,user", [("cp-1", "root"), ("gpu-1", "ops")])
 def test_inventory_value_reaches_host_unchanged(lab: Lab, tmp_path: Path, host: str, user: str
                                                 ) -> None:
+    # A hostile value never gets into an inventory: it is refused at load, with file:line:field.
+    bad = inventory(lab, tmp_path / "bad.yaml", sorted({"cp-1", host}), gpu={"driver_version": NASTY})
+    with pytest.raises(InventoryError) as e:
+        load_inventory(bad)
+    assert any(p.path == "gpu.driver_version" and p.line for p in e.value.problems), e.value.problems
+    # What does reach a host (a value from the inventory or from a host) is quoted by Cmd.
     path = inventory(lab, tmp_path / "inv.yaml", sorted({"cp-1", host}),
-                     host_overrides={host: {"ssh": {"user": user}}},
-                     gpu={"driver_version": NASTY})
-    inv = load_inventory(path)      # (versions.* are validated at load: images and versions only)
-    assert inv.gpu.driver_version == NASTY
+                     host_overrides={host: {"ssh": {"user": user}}})
+    inv = load_inventory(path)
     spec = inv.host(host)
     assert spec.ssh.user == user
     target = "/tmp/gpuk8s value $(touch pwned4) `touch pwned5`;'\"*"
@@ -513,10 +518,10 @@ def test_inventory_value_reaches_host_unchanged(lab: Lab, tmp_path: Path, host: 
     try:
         assert t.privileged
         assert t.run(Cmd("id", "-u")).stdout.strip() == "0"      # via sudo for ops
-        r = t.run(Cmd("printf", "%s", inv.gpu.driver_version))
+        r = t.run(Cmd("printf", "%s", NASTY))
         assert r.exit_status == 0, r.stderr
         assert r.stdout == NASTY and "uid=" not in r.stdout
-        r = t.run(Cmd("printf", "%s", inv.gpu.driver_version).redirect(">", target))
+        r = t.run(Cmd("printf", "%s", NASTY).redirect(">", target))
         assert r.exit_status == 0, r.stderr
         r = t.run(Cmd("cat", target))
         assert r.stdout == NASTY

@@ -166,6 +166,7 @@ def test_init_join_and_calico(lab, ctx):
         for url in urls:
             r = sh(lab, "cp-1", KUBECTL + f"apply --server-side --force-conflicts -f {url}")
             assert "serverside-applied" in r.stdout
+    sh(lab, "cp-1", KUBECTL + "wait --for=condition=Established --timeout=60s crd --all")
     r = sh(lab, "cp-1", KUBECTL + f"create -f {urls[-1]}", ok=False)
     assert "AlreadyExists" in r.stderr
     inst = calico_installation(inv, release)
@@ -492,3 +493,314 @@ def test_kubeadm_sandbox_image_warning_and_cgroup_driver_mismatch(fid):
     w = next(n for n in nodes if n["metadata"]["name"] == "f-w17")
     cond = next(c for c in w["status"]["conditions"] if c["type"] == "Ready")
     assert cond["status"] == "False" and "cgroup driver mismatch" in cond["message"]
+
+
+# --------------------------------------------------------------------------- kubectl (issue 11, item 5)
+
+CALICO = "https://raw.githubusercontent.com/projectcalico/calico/v{}/manifests/{}"
+INSTALLATION = """apiVersion: operator.tigera.io/v1
+kind: Installation
+metadata:
+  name: default
+spec:
+  calicoNetwork:
+    ipPools:
+      - name: default-ipv4-ippool
+        cidr: {cidr}
+        encapsulation: {encap}
+"""
+
+
+@pytest.fixture(scope="module")
+def kc(lab_factory):
+    """One initialized control plane and a worker that joins it (kubectl against a fresh cluster)."""
+    lab = lab_factory([HostFixture("k-cp", roles=("control-plane",), containerd="2.1.4", kube="1.36.2"),
+                       HostFixture("k-w", containerd="2.1.4", kube="1.36.2")])
+    r = _kubeadm(lab, "k-cp", "init", _init_config("k-cp"))
+    assert r.returncode == 0, r.stderr
+    yield lab
+    lab.close()
+
+
+def _kubectl(lab, args: str, *, input: str | None = None, env: str = ""):
+    if input is not None:
+        lab.write_file("k-cp", "/root/obj.yaml", input)
+    return sh(lab, "k-cp", env + KUBECTL + args, ok=False)
+
+
+def test_calico_manifest_urls_exist_only_in_the_releases_that_have_them(kc):
+    # the product's URLs of every supported Kubernetes minor exist
+    from gpuk8s.versions import MATRIX
+    for release in MATRIX.values():
+        for url in calico_manifest_urls(release):
+            r = _kubectl(kc, f"apply --server-side -f {url}")
+            assert r.returncode == 0, (url, r.stderr)
+    missing = [("3.31.3", "v1_crd_projectcalico_org.yaml"), ("3.31.9", "operator-crds.yaml"),
+               ("3.30.4", "crds-for-everyone.yaml"), ("3.25.0", "tigera-operator.yaml")]
+    for version, name in missing:
+        r = _kubectl(kc, f"apply --server-side -f {CALICO.format(version, name)}")
+        assert r.returncode == 1 and "server reported 404 Not Found, status code=404" in r.stderr, (version, name)
+    # up to 3.29 tigera-operator.yaml carries the CRDs (24 in 3.29); from 3.30 it has none
+    r = _kubectl(kc, f"apply --server-side -f {CALICO.format('3.29.7', 'tigera-operator.yaml')}")
+    crds = [ln for ln in r.stdout.splitlines() if ln.startswith("customresourcedefinition")]
+    assert len(crds) == 24 and any("tiers.crd.projectcalico.org" in ln for ln in crds)
+    r = _kubectl(kc, f"apply --server-side -f {CALICO.format('3.30.4', 'tigera-operator.yaml')}")
+    assert r.returncode == 0 and "customresourcedefinition" not in r.stdout
+    r = _kubectl(kc, f"apply --server-side -f {CALICO.format('3.30.4', 'operator-crds.yaml')}")
+    assert len(r.stdout.splitlines()) == 32 and "goldmanes.operator.tigera.io" in r.stdout
+
+
+def test_custom_resource_refused_until_its_crd_is_established(kc):
+    inst = INSTALLATION.format(cidr="10.244.0.0/16", encap="VXLAN")
+    kc.write_file("k-cp", "/root/inst.yaml", inst)
+    # in the same call as its CRD: kubectl maps every object before it sends any
+    kc.write_file("k-cp", "/root/crd.yaml", "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"
+                  "metadata:\n  name: widgets.example.com\nspec:\n  group: example.com\n")
+    r = _kubectl(kc, "apply --server-side -f /root/crd.yaml -f /root/obj.yaml",
+                 input="apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n")
+    assert r.returncode == 1
+    assert "customresourcedefinition.apiextensions.k8s.io/widgets.example.com serverside-applied" in r.stdout
+    assert ('resource mapping not found for name: "w" namespace: "" from "/root/obj.yaml": no matches for kind '
+            '"Widget" in version "example.com/v1"\nensure CRDs are installed first') in r.stderr
+    # created, not yet Established (a slow establishing controller): still refused; wait times out
+    slow = "GPUK8S_LAB_CRD_DELAY=3600 "
+    r = _kubectl(kc, "apply --server-side -f /root/inst.yaml", env=slow)
+    assert r.returncode == 1 and 'no matches for kind "Installation" in version "operator.tigera.io/v1"' in r.stderr
+    r = _kubectl(kc, "wait --for=condition=Established crd/installations.operator.tigera.io --timeout=1s", env=slow)
+    assert r.returncode == 1 and "timed out waiting for the condition" in r.stderr
+    r = _kubectl(kc, "get installations.operator.tigera.io default", env=slow)
+    assert r.returncode == 1 and "doesn't have a resource type" in r.stderr
+    r = _kubectl(kc, "wait --for=condition=Established crd/installations.operator.tigera.io --timeout=60s")
+    assert "customresourcedefinition.apiextensions.k8s.io/installations.operator.tigera.io condition met" in r.stdout
+    r = _kubectl(kc, "wait --for=condition=Established crd/nothings.example.com")
+    assert r.returncode == 1 and '"nothings.example.com" not found' in r.stderr
+    r = _kubectl(kc, "apply --server-side -f /root/inst.yaml")
+    assert r.returncode == 0 and "installation.operator.tigera.io/default serverside-applied" in r.stdout
+
+
+def test_applied_objects_are_validated_against_their_kinds_schema(kc):
+    cases = [
+        (INSTALLATION.format(cidr="10.244.0.0/16", encap="VXLAN").replace("        cidr: 10.244.0.0/16\n", ""),
+         'The Installation "default" is invalid: spec.calicoNetwork.ipPools[0].cidr: Required value'),
+        (INSTALLATION.format(cidr="10.244.0.0/16", encap="vxlan"),
+         'spec.calicoNetwork.ipPools[0].encapsulation: Unsupported value: "vxlan": supported values: '
+         '"IPIPCrossSubnet", "IPIP", "VXLAN", "VXLANCrossSubnet", "None"'),
+        (INSTALLATION.format(cidr="10.244.0.0/16", encap="VXLAN").replace("ipPools:", "ipPool:"),
+         'failed to create typed patch object (/default; operator.tigera.io/v1, Kind=Installation): '
+         '.spec.calicoNetwork.ipPool: field not declared in schema'),
+        ("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n    - name: c\n",
+         'The Pod "p" is invalid: spec.containers[0].image: Required value'),
+        ("apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata:\n  name: nvidia\n",
+         'The RuntimeClass "nvidia" is invalid: handler: Required value'),
+        ("metadata:\n  name: x\n", "error validating data: [apiVersion not set, kind not set]"),
+        ("apiVersion: example.com/v9\nkind: Gadget\nmetadata:\n  name: g\n", 'no matches for kind "Gadget"'),
+    ]
+    for doc, msg in cases:
+        r = _kubectl(kc, "apply --server-side --force-conflicts -f /root/obj.yaml", input=doc)
+        assert r.returncode == 1 and msg in r.stderr, (msg, r.stderr)
+    r = _kubectl(kc, "create -f /root/obj.yaml", input=cases[2][0].replace("name: default", "name: other"))
+    assert ('Installation in version "v1" cannot be handled as a Installation: strict decoding error: unknown field '
+            '"spec.calicoNetwork.ipPool"') in r.stderr
+    # what gpuk8s renders passes, for each Calico release it installs
+    from gpuk8s.versions import MATRIX
+    inv = load_inventory(kc.write_inventory(kc.host("k-cp").dir.parent / "inv-validate.yaml"))
+    for release in MATRIX.values():
+        r = _kubectl(kc, "apply --server-side --force-conflicts -f /root/obj.yaml",
+                     input=calico_installation(inv, release).content)
+        assert r.returncode == 0, (release.calico, r.stderr)
+
+
+def test_server_side_apply_conflicts_with_another_field_manager(kc):
+    inst = INSTALLATION.format(cidr="10.244.0.0/16", encap="VXLAN")
+    moved = INSTALLATION.format(cidr="10.245.0.0/16", encap="VXLAN")
+    # an object created by `kubectl create` (manager kubectl-create, an Update)
+    r = _kubectl(kc, "create -f /root/obj.yaml", input=inst.replace("name: default", "name: created"))
+    assert r.returncode == 0 and "installation.operator.tigera.io/created created" in r.stdout
+    r = _kubectl(kc, "apply --server-side -f /root/obj.yaml", input=moved.replace("name: default", "name: created"))
+    assert r.returncode == 1
+    assert ('error: Apply failed with 1 conflict: conflict with "kubectl-create" using operator.tigera.io/v1: '
+            '.spec.calicoNetwork.ipPools\nPlease review the fields above--they currently have other managers.'
+            in r.stderr)
+    # the same values: co-owned, no conflict; --force-conflicts takes the fields over
+    r = _kubectl(kc, "apply --server-side -f /root/obj.yaml", input=inst.replace("name: default", "name: created"))
+    assert r.returncode == 0, r.stderr
+    r = _kubectl(kc, "apply --server-side --force-conflicts -f /root/obj.yaml",
+                 input=moved.replace("name: default", "name: created"))
+    assert r.returncode == 0, r.stderr
+    # another applier (an Apply manager: no apiVersion in the message)
+    r = _kubectl(kc, "apply --server-side --field-manager=ci -f /root/obj.yaml",
+                 input=inst.replace("name: default", "name: created"))
+    assert r.returncode == 1 and 'Apply failed with 1 conflict: conflict with "kubectl": .spec.calicoNetwork' in r.stderr
+    r = _kubectl(kc, "apply --force-conflicts -f /root/obj.yaml", input=inst)
+    assert r.returncode == 1 and "error: --force-conflicts only works with --server-side" in r.stderr
+    # client-side apply (kubectl-client-side-apply) then server-side: a changed value conflicts; the same
+    # value succeeds and kubectl migrates the client-side ownership to "kubectl" (migrateToSSAIfNecessary)
+    csa = inst.replace("name: default", "name: csa")
+    assert "installation.operator.tigera.io/csa created" in _kubectl(kc, "apply -f /root/obj.yaml", input=csa).stdout
+    assert "unchanged" in _kubectl(kc, "apply -f /root/obj.yaml", input=csa).stdout
+    r = _kubectl(kc, "apply --server-side -f /root/obj.yaml", input=moved.replace("name: default", "name: csa"))
+    assert r.returncode == 1
+    assert 'conflict with "kubectl-client-side-apply" using operator.tigera.io/v1: .spec.calicoNetwork.ipPools' in r.stderr
+    assert _kubectl(kc, "apply --server-side -f /root/obj.yaml", input=csa).returncode == 0
+    r = _kubectl(kc, "apply --server-side -f /root/obj.yaml", input=moved.replace("name: default", "name: csa"))
+    assert r.returncode == 0, r.stderr
+    # a Calico upgrade by another applier over what kubectl applied: the operator's image conflicts
+    r = _kubectl(kc, f"apply --server-side --field-manager=ci -f {CALICO.format('3.31.3', 'tigera-operator.yaml')}")
+    assert r.returncode == 1
+    assert ('conflict with "kubectl": .spec.template.spec.containers[name="tigera-operator"].image' in r.stderr)
+    assert "namespace/tigera-operator serverside-applied" in r.stdout      # unchanged objects: co-owned
+    r = _kubectl(kc, f"apply --server-side --force-conflicts -f {CALICO.format('3.31.3', 'tigera-operator.yaml')}")
+    assert r.returncode == 0, r.stderr
+
+
+def test_kubelet_refuses_node_labels_it_may_not_set(kc):
+    from gpuk8s.render import node_labels_for_kubelet
+    join = JOIN_NO_CLUSTER + ("nodeRegistration:\n  name: k-w\n  kubeletExtraArgs:\n    - name: node-labels\n"
+                              "      value: {}\n")
+    r = _kubeadm(kc, "k-w", "join", join.format("node-role.kubernetes.io/worker=,gpu=true"))
+    assert r.returncode == 1 and "error execution phase kubelet-start" in r.stderr
+    journal = sh(kc, "k-w", "journalctl -u kubelet -n 5 --no-pager").stdout
+    assert ("failed to validate kubelet flags: unknown 'kubernetes.io' or 'k8s.io' labels specified with "
+            "--node-labels: [node-role.kubernetes.io/worker]") in journal
+    assert "must begin with an allowed prefix (kubelet.kubernetes.io, node.kubernetes.io)" in journal
+    sh(kc, "k-w", "kubeadm reset -f")
+    # what gpuk8s passes to the kubelet is accepted (node-role.* is labelled with kubectl after the join)
+    inv = load_inventory(kc.write_inventory(
+        kc.host("k-cp").dir.parent / "inv-labels.yaml",
+        host_overrides={"k-w": {"labels": {"node-role.kubernetes.io/worker": "", "nvidia.com/gpu.present": "true",
+                                           "node.kubernetes.io/pool": "gpu", "topology.kubernetes.io/zone": "a",
+                                           "k8s.io/team": "x"}}}))
+    labels = node_labels_for_kubelet(inv.host("k-w"))
+    assert "node-role.kubernetes.io/worker" not in labels and "k8s.io/team" not in labels
+    value = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    r = _kubeadm(kc, "k-w", "join", join.format(value))
+    assert r.returncode == 0, r.stderr
+    node = json.loads(sh(kc, "k-cp", KUBECTL + "get nodes k-w -o json").stdout)
+    assert node["metadata"]["labels"]["node.kubernetes.io/pool"] == "gpu"
+
+
+# --------------------------------------------------------------------------- package repositories (issue 11, item 3)
+
+@pytest.fixture(scope="module")
+def repos(lab_factory):
+    lab = lab_factory([HostFixture.bare("r-noble"), HostFixture.bare("r-jammy", os="ubuntu-22.04"),
+                       HostFixture.bare("r-rocky", os="rocky-9")])
+    for h in ("r-noble", "r-jammy"):
+        sh(lab, h, "apt-get update -qq && apt-get install -y -qq curl gpg ca-certificates")
+    yield lab
+    lab.close()
+
+
+def _docker_list(codename: str, keyring: str = "/etc/apt/keyrings/docker.asc", distro: str = "ubuntu") -> str:
+    return f"deb [signed-by={keyring}] https://download.docker.com/linux/{distro} {codename} stable\n"
+
+
+def test_curl_fail_on_a_missing_path_exits_22(repos):
+    h = "r-noble"
+    r = sh(repos, h, "curl -fsSL https://pkgs.k8s.io/core:/stable:/v1.36/deb/Release.key")
+    assert "BEGIN PGP PUBLIC KEY BLOCK" in r.stdout
+    for url in ("https://pkgs.k8s.io/core:/stable:/v1.36/rpm/Release.key",          # the deb key path under /rpm/
+                "https://pkgs.k8s.io/core:/stable:/v1.99/deb/Release.key",          # a minor never published
+                "https://download.docker.com/linux/ubuntu/gpg.asc"):
+        r = sh(repos, h, f"curl -fsSL {url} -o /tmp/key", ok=False)
+        assert r.returncode == 22 and r.stderr.strip() == "curl: (22) The requested URL returned error: 404", url
+        assert repos.exec(h, "test -e /tmp/key").returncode != 0
+    r = sh(repos, h, "curl -fs https://download.docker.com/linux/ubuntu/nope", ok=False)
+    assert r.returncode == 22 and r.stderr == ""                                  # -s without -S: silent
+    r = sh(repos, h, "curl -sL https://download.docker.com/linux/ubuntu/nope")    # no -f: the error page, exit 0
+    assert r.stdout.strip() == "404 page not found"
+    # in a pipe to gpg --dearmor, nothing valid reaches gpg
+    r = sh(repos, h, "curl -fsSL https://pkgs.k8s.io/core:/stable:/v1.36/rpm/Release.key | "
+                     "gpg --batch --yes --dearmor -o /tmp/k.gpg", ok=False)
+    assert r.returncode != 0 and "curl: (22)" in r.stderr
+
+
+def test_apt_keyring_format_must_match_its_name(repos):
+    h = "r-noble"
+    sh(repos, h, "install -m 0755 -d /etc/apt/keyrings && "
+                 "curl -fsSL https://pkgs.k8s.io/core:/stable:/v1.36/deb/Release.key -o /etc/apt/keyrings/k8s.gpg")
+    repos.write_file(h, "/etc/apt/sources.list.d/kubernetes.list",
+                     "deb [signed-by=/etc/apt/keyrings/k8s.gpg] https://pkgs.k8s.io/core:/stable:/v1.36/deb/ /\n")
+    try:
+        r = sh(repos, h, "apt-get update -qq", ok=False)      # armoured key saved as .gpg: ignored
+        assert r.returncode == 100
+        assert ("W: https://pkgs.k8s.io/core:/stable:/v1.36/deb/InRelease: The key(s) in the keyring "
+                "/etc/apt/keyrings/k8s.gpg are ignored as the file has an unsupported filetype.") in r.stderr
+        assert "NO_PUBKEY 234654DA9A296436" in r.stderr
+        assert "E: The repository 'https://pkgs.k8s.io/core:/stable:/v1.36/deb  InRelease' is not signed." in r.stderr
+        r = sh(repos, h, "apt-get install -y -qq kubeadm=1.36.2-1.1", ok=False)
+        assert r.returncode == 100 and "Unable to locate package kubeadm" in r.stderr
+        sh(repos, h, "curl -fsSL https://pkgs.k8s.io/core:/stable:/v1.36/deb/Release.key | "
+                     "gpg --batch --yes --dearmor -o /etc/apt/keyrings/k8s.gpg")
+        sh(repos, h, "apt-get update -qq")                    # dearmoured: accepted
+        # and a binary keyring saved as .asc is refused the same way
+        sh(repos, h, "cp /etc/apt/keyrings/k8s.gpg /etc/apt/keyrings/k8s.asc")
+        repos.write_file(h, "/etc/apt/sources.list.d/kubernetes.list",
+                         "deb [signed-by=/etc/apt/keyrings/k8s.asc] https://pkgs.k8s.io/core:/stable:/v1.36/deb/ /\n")
+        r = sh(repos, h, "apt-get update -qq", ok=False)
+        assert r.returncode == 100 and "unsupported filetype" in r.stderr
+    finally:
+        sh(repos, h, "rm -f /etc/apt/sources.list.d/kubernetes.list && apt-get update -qq")
+
+
+def test_apt_repository_paths_and_codenames(repos):
+    h = "r-jammy"
+    sh(repos, h, "install -m 0755 -d /etc/apt/keyrings && "
+                 "curl -fsSL https://download.docker.com/linux/ubuntu/gpg -o /etc/apt/keyrings/docker.asc")
+    try:
+        # /rpm/ in an apt list: no Release file there
+        repos.write_file(h, "/etc/apt/sources.list.d/kubernetes.list",
+                         "deb [signed-by=/etc/apt/keyrings/docker.asc] https://pkgs.k8s.io/core:/stable:/v1.36/rpm/ /\n")
+        r = sh(repos, h, "apt-get update -qq", ok=False)
+        assert r.returncode == 100
+        assert ("E: The repository 'https://pkgs.k8s.io/core:/stable:/v1.36/rpm  Release' does not have a Release "
+                "file.") in r.stderr
+        sh(repos, h, "rm /etc/apt/sources.list.d/kubernetes.list")
+        # a Debian codename under linux/ubuntu does not exist
+        repos.write_file(h, "/etc/apt/sources.list.d/docker.list", _docker_list("bookworm"))
+        r = sh(repos, h, "apt-get update -qq", ok=False)
+        assert r.returncode == 100
+        assert ("E: The repository 'https://download.docker.com/linux/ubuntu bookworm Release' does not have a "
+                "Release file.") in r.stderr
+        # versions per codename: jammy's 2.1.4 build carries its distribution
+        repos.write_file(h, "/etc/apt/sources.list.d/docker.list", _docker_list("jammy"))
+        sh(repos, h, "apt-get update -qq")
+        r = sh(repos, h, "apt-get install -y -qq 'containerd.io=2.1.4-1'", ok=False)
+        assert r.returncode == 100 and "E: Version '2.1.4-1' for 'containerd.io' was not found" in r.stderr
+        r = sh(repos, h, "apt-get install -y -qq 'containerd.io=2.1.*'")
+        assert "Setting up containerd.io (2.1.4-1~ubuntu.22.04~jammy)" in r.stdout
+        assert json.loads(repos.read_file(h, "/etc/gpuk8s-lab/packages.json"))["containerd.io"] == \
+            "2.1.4-1~ubuntu.22.04~jammy"
+        # focal has 1.7.27 (one build for every codename) and no 2.1.4
+        repos.write_file(h, "/etc/apt/sources.list.d/docker.list", _docker_list("focal"))
+        sh(repos, h, "apt-get update -qq")
+        r = sh(repos, h, "apt-get install -y -qq --allow-downgrades 'containerd.io=2.1.*'", ok=False)
+        assert r.returncode == 100 and "E: Version '2.1.*' for 'containerd.io' was not found" in r.stderr
+        r = sh(repos, h, "apt-get install -y -qq --allow-downgrades 'containerd.io=1.7.27-1'")
+        assert "Unpacking containerd.io (1.7.27-1)" in r.stdout
+    finally:
+        sh(repos, h, "rm -f /etc/apt/sources.list.d/*.list")
+
+
+def test_dnf_repository_paths(repos):
+    from gpuk8s.render import docker_repo_file, package_repo_file
+    from gpuk8s.versions import MATRIX
+    h = "r-rocky"
+    release = MATRIX["1.36"]
+    good = package_repo_file(None, release, "rhel").content
+    try:
+        repos.write_file(h, "/etc/yum.repos.d/kubernetes.repo", good.replace("/rpm/", "/deb/"))
+        r = sh(repos, h, "dnf install -y kubeadm-1.36.2 --disableexcludes=kubernetes", ok=False)
+        assert r.returncode == 1
+        assert ("Status code: 404 for https://pkgs.k8s.io/core:/stable:/v1.36/deb/repodata/repomd.xml" in r.stderr
+                and "Error: Failed to download metadata for repo 'kubernetes'" in r.stderr)
+        repos.write_file(h, "/etc/yum.repos.d/kubernetes.repo", good)
+        repos.write_file(h, "/etc/yum.repos.d/docker-ce.repo",
+                         docker_repo_file(release, "rhel").content.replace("/rhel/", "/ubuntu/"))
+        r = sh(repos, h, "dnf makecache", ok=False)
+        assert r.returncode == 1 and "repository 'docker-ce-stable'" in r.stderr
+        repos.write_file(h, "/etc/yum.repos.d/docker-ce.repo", docker_repo_file(release, "rhel").content)
+        r = sh(repos, h, "dnf install -y 'containerd.io-2.1.*' kubeadm-1.36.2 --disableexcludes=kubernetes")
+        assert "containerd.io-2.1.4-1.el9" in r.stdout and "kubeadm-1.36.2-150500.1.1" in r.stdout
+    finally:
+        sh(repos, h, "rm -f /etc/yum.repos.d/kubernetes.repo /etc/yum.repos.d/docker-ce.repo")

@@ -14,7 +14,8 @@ import pytest
 from gpuk8s.checks import (CHECKS, PREFLIGHT, CheckResult, is_gpu_host, overall_status,
                            run_checks)
 from gpuk8s.facts import GPU, ContainerdConfig, Facts, OSInfo
-from gpuk8s.inventory import ClusterSpec, GPUSpec, HostSpec, Inventory, NetworkSpec, SSHSettings
+from gpuk8s.inventory import (ClusterSpec, GPUSpec, HostSpec, Inventory, MIGSpec, NetworkSpec,
+                              SSHSettings)
 from gpuk8s.packages import RECOMMENDED_BINARIES, REQUIRED_BINARIES
 from gpuk8s.shell import quote
 
@@ -383,6 +384,13 @@ CASES: list[tuple[str, str, str, dict]] = [
      K(facts=healthy_facts(nvidia_driver_version="595.91.07", nvidia_smi_ok=True),
        inv=inventory(driver="container"))),
     ("nvidia-driver", "fail", "gpu.driver is host", K(facts=healthy_facts(), inv=inventory(driver="host"))),
+    ("gpu-driver-branch", "fail", "last to support the V100-PCIE-16GB",
+     K(facts=healthy_facts(gpus=[GPU("0000:01:00.0", "0x10de", "0x1db4", None, "0x030200", None)]))),
+    ("gpu-driver-branch", "warn", "not in gpuk8s's GPU table",
+     K(facts=healthy_facts(gpus=[GPU("0000:01:00.0", "0x10de", "0x9999", None, "0x030200", None)]))),
+    ("gpu-mig", "fail", "cannot do MIG",
+     K(facts=healthy_facts(), inv=dataclasses.replace(
+         inventory(), gpu=GPUSpec(mig=MIGSpec(config="all-1g.10gb"))))),
     ("unattended-upgrades", "warn", "unattended-upgrades is on",
      K(facts=healthy_facts(unattended_upgrades=True))),
     ("unattended-upgrades", "warn", "dnf-automatic",

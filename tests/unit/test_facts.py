@@ -803,7 +803,8 @@ def test_every_fact_is_filled_by_exactly_one_row_after_what_it_uses():
     for row in SECTION_PARSERS:
         assert set(row.uses) <= set(filled), row
         filled += row.fills
-    assert sorted(filled) == sorted(f.name for f in dataclasses.fields(Facts))
+    # parse_errors is the parse's own record of the rows that failed (test_fuzz.py)
+    assert sorted(filled) == sorted(f.name for f in dataclasses.fields(Facts) if f.name != "parse_errors")
 
 
 def test_unknown_section_is_ignored():

@@ -154,7 +154,8 @@ def test_render_all_file_set():
     assert by_host["cp-1"] == common | {render.KUBEADM_INIT_CONFIG}
     for h in ("cp-2", "cp-3", "gpu-1", "gpu-2"):
         assert by_host[h] == common | {render.KUBEADM_JOIN_CONFIG}
-    assert by_host[None] == {render.CALICO_INSTALLATION}
+    assert by_host[None] == {render.CALICO_INSTALLATION, render.GPU_OPERATOR_VALUES,
+                             render.DEVICE_PLUGIN_CONFIG, "cluster/gpu-operator-namespace.yaml"}
     for f in files:
         assert (f.mode == 0o600) == f.secret == f.path.startswith("/etc/gpuk8s/")
 
@@ -733,11 +734,11 @@ def test_calico_manifest_urls_refuse_old_calico():
 
 def test_inventory_release_applies_overrides():
     inv = dataclasses.replace(_inv(HA_INVENTORY), versions=Versions(
-        containerd="2.0.5", calico="3.31.3", gpu_operator="v26.3.1",
+        containerd="2.0.5", calico="3.31.3", gpu_operator="v26.7.1",
         pause_image="registry.example.com/pause:3.10"))
     r = inv.release
     assert (r.containerd, r.calico, r.gpu_operator, r.pause_image) == (
-        "2.0.5", "3.31.3", "v26.3.1", "registry.example.com/pause:3.10")
+        "2.0.5", "3.31.3", "v26.7.1", "registry.example.com/pause:3.10")
     assert r.minor == "1.36"
     text = render.containerd_config_file(inv, r, r.containerd).content
     assert parse_containerd_config(text).sandbox_image == "registry.example.com/pause:3.10"

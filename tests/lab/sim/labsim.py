@@ -188,37 +188,118 @@ def other_host_dir(name: str) -> Path:
 
 # --------------------------------------------------------------------------- packages
 
-def _sources(kind: str) -> list[tuple[str, str]]:
-    """(repo url, keyring) of the configured repositories: apt sources or yum repo files."""
+# Docker's apt repositories per distribution and codename (download.docker.com/linux/<distro>/dists/<codename>).
+# containerd.io's version carries the build's distribution from the 1.7.28/2.x builds on
+# (pool/stable/amd64/containerd.io_2.1.5-1~ubuntu.22.04~jammy_amd64.deb,
+# containerd.io_2.2.1-1~debian.12~bookworm_amd64.deb), while 1.7.27 and older were one
+# containerd.io_1.7.27-1_amd64.deb in every codename's pool. A codename without that build has no such
+# version: apt's "E: Version '...' for 'containerd.io' was not found".
+DOCKER_DISTS = {"ubuntu": {"focal": "20.04", "jammy": "22.04", "noble": "24.04", "resolute": "26.04"},
+                "debian": {"bullseye": "11", "bookworm": "12", "trixie": "13"}}
+DOCKER_BUILDS = {"1.7.27": {"focal", "jammy", "noble", "bullseye", "bookworm"},
+                 "2.1.4": {"jammy", "noble", "resolute", "bookworm", "trixie"}}
+RPM_RELEASES = {"9": "el9", "10": "el10"}       # download.docker.com/linux/rhel/<releasever>/
+K8S_REPO_RE = re.compile(r"https://pkgs\.k8s\.io/core:/stable:/v(\d+\.\d+)/(deb|rpm)/")
+
+
+def _docker_version(v: str, distro: str, codename: str) -> str:
+    return f"{v}-1" if v.startswith("1.7.") else f"{v}-1~{distro}.{DOCKER_DISTS[distro][codename]}~{codename}"
+
+
+def _apt_sources() -> list[dict]:
+    """The one-line sources (`deb [signed-by=K] URI SUITE [COMPONENT...]`) of sources.list(.d)."""
     found = []
-    if kind == "apt":
-        files = [Path("/etc/apt/sources.list")] + sorted(Path("/etc/apt/sources.list.d").glob("*.list"))
-        for f in files:
-            if not f.is_file():
+    files = [Path("/etc/apt/sources.list")] + sorted(Path("/etc/apt/sources.list.d").glob("*.list"))
+    for f in files:
+        if not f.is_file():
+            continue
+        for line in f.read_text().splitlines():
+            m = re.match(r"\s*deb\s+(\[[^\]]*\]\s+)?(\S+)\s+(\S+)((?:\s+\S+)*)\s*$", line)
+            if not m:
                 continue
-            for line in f.read_text().splitlines():
-                line = line.strip()
-                if not line.startswith("deb "):
-                    continue
-                m = re.match(r"deb\s+(\[[^\]]*\]\s+)?(\S+)", line)
-                if not m:
-                    continue
-                opts = m.group(1) or ""
-                key = re.search(r"signed-by=(\S+?)\]?(\s|$|\])", opts)
-                found.append((m.group(2), key.group(1).rstrip("]") if key else ""))
-    else:
-        for f in sorted(Path("/etc/yum.repos.d").glob("*.repo")) if Path("/etc/yum.repos.d").is_dir() else []:
-            sect: dict[str, str] = {}
-            for line in f.read_text().splitlines() + ["[end]"]:
-                line = line.strip()
-                if line.startswith("["):
-                    if sect.get("baseurl") and sect.get("enabled", "1") == "1":
-                        found.append((sect["baseurl"], sect.get("exclude", "")))
-                    sect = {}
-                elif "=" in line and not line.startswith("#"):
-                    k, v = line.split("=", 1)
-                    sect[k.strip()] = v.strip()
+            key = re.search(r"signed-by=([^\s\]]+)", m.group(1) or "")
+            found.append({"uri": m.group(2), "suite": m.group(3), "components": m.group(4).split(),
+                          "key": key.group(1) if key else ""})
     return found
+
+
+def _apt_name(src: dict, what: str) -> str:
+    """How apt names a repository file in messages: 'URI SUITE InRelease', or for a flat repository
+    (suite "/") 'URI-without-slash  InRelease' (apt-pkg/metaindex.cc, Describe)."""
+    if src["suite"] == "/":
+        return f"{src['uri'].rstrip('/')}  {what}"
+    return f"{src['uri']} {src['suite']} {what}"
+
+
+def _apt_release_exists(src: dict) -> bool:
+    """Whether the repository serves a Release file for this suite: Docker's only for the
+    distribution's codenames (and the `stable` component), pkgs.k8s.io only under /deb/."""
+    uri = src["uri"].rstrip("/")
+    m = re.fullmatch(r"https://download\.docker\.com/linux/(ubuntu|debian)", uri)
+    if m:
+        return src["suite"] in DOCKER_DISTS[m.group(1)]
+    if "pkgs.k8s.io" in uri:
+        k = K8S_REPO_RE.fullmatch(src["uri"] if src["uri"].endswith("/") else src["uri"] + "/")
+        return bool(k) and k.group(2) == "deb" and src["suite"] == "/"
+    return False
+
+
+def _keyring_problem(path: str) -> str | None:
+    """Why apt cannot use a signed-by keyring: missing, or its contents do not match its name:
+    apt reads `.asc` as ASCII-armoured and `.gpg` as a binary keyring; an armoured key saved as
+    .gpg is "ignored as the file has an unsupported filetype" and the repository's signature then
+    fails with NO_PUBKEY (apt-pkg/contrib/gpgv.cc; the output quoted in public reports, e.g.
+    "W: ...: The key(s) in the keyring /etc/apt/trusted.gpg.d/mysql.gpg are ignored as the file has an
+    unsupported filetype." followed by "NO_PUBKEY")."""
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size == 0:
+        return "missing"
+    head = p.read_bytes()[:64]
+    armored = head.lstrip().startswith(b"-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    if path.endswith(".asc"):
+        return None if armored else "filetype"
+    if path.endswith(".gpg"):
+        return "filetype" if armored else None
+    return "filetype"
+
+
+def _sources(kind: str = "yum") -> list[tuple[str, str, str]]:
+    """(baseurl, exclude, repo id) of the enabled yum/dnf repositories."""
+    found = []
+    for f in sorted(Path("/etc/yum.repos.d").glob("*.repo")) if Path("/etc/yum.repos.d").is_dir() else []:
+        sect: dict[str, str] = {}
+        rid = ""
+        for line in f.read_text().splitlines() + ["[end]"]:
+            line = line.strip()
+            if line.startswith("["):
+                if sect.get("baseurl") and sect.get("enabled", "1") == "1":
+                    found.append((sect["baseurl"], sect.get("exclude", ""), rid))
+                sect = {}
+                rid = line.strip("[]")
+            elif "=" in line and not line.startswith("#"):
+                k, v = line.split("=", 1)
+                sect[k.strip()] = v.strip()
+    return found
+
+
+def _releasever() -> str:
+    for line in Path("/etc/os-release").read_text().splitlines():
+        if line.startswith("VERSION_ID="):
+            return line.split("=", 1)[1].strip('"').split(".")[0]
+    return ""
+
+
+def _rpm_metadata_exists(url: str) -> bool:
+    """Docker's rpm repositories are linux/{rhel,centos,fedora}/<releasever>/<arch>/stable;
+    pkgs.k8s.io's rpm repository is under /rpm/ (a /deb/ baseurl has no repodata/repomd.xml)."""
+    url = url.replace("$releasever", _releasever()).replace("$basearch", "x86_64")
+    if "download.docker.com" in url:
+        m = re.fullmatch(r"https://download\.docker\.com/linux/(rhel|centos)/(\d+)/x86_64/stable/?", url)
+        return bool(m) and m.group(2) in RPM_RELEASES
+    if "pkgs.k8s.io" in url:
+        k = K8S_REPO_RE.fullmatch(url if url.endswith("/") else url + "/")
+        return bool(k) and k.group(2) == "rpm"
+    return True
 
 
 # Distro packages that provide binaries the probe and kubeadm look for (made visible as stubs).
@@ -232,16 +313,27 @@ FILE_PROVIDES = {b: p for p in ("iptables-nft", "iproute", "iproute-tc", "conntr
                                 "util-linux", "coreutils") for b in TOOL_BINS[p]}
 
 
-def _catalog(repos: list[str]) -> dict[str, list[str]]:
-    """Package name -> versions offered by these repository URLs (plus the distro's own)."""
+def _catalog(repos: list) -> dict[str, list[str]]:
+    """Package name -> versions offered by these repositories (apt: {uri, suite}; dnf: baseurl),
+    plus the distribution's own."""
     fam = "deb" if family() == "debian" else "rpm"
     cat: dict[str, list[str]] = {p: ["1.0"] for p in ("apt-transport-https", "ca-certificates", "curl",
                                                       "gpg", "gnupg", "gnupg2", *TOOL_BINS)}
-    for url in repos:
+    for repo in repos:
+        url = repo["uri"] if isinstance(repo, dict) else repo
         if "download.docker.com" in url:
-            cat["containerd.io"] = [f"{v}-1" if fam == "deb" else f"{v}-1.el9" for v in CONTAINERD_OFFERED]
-        m = re.search(r"pkgs\.k8s\.io/core:/stable:/v(\d+\.\d+)/", url)
-        if m:
+            if fam == "deb" and isinstance(repo, dict):
+                m = re.fullmatch(r"https://download\.docker\.com/linux/(ubuntu|debian)/?", url)
+                code = repo.get("suite", "")
+                if m and code in DOCKER_DISTS[m.group(1)]:
+                    cat["containerd.io"] = [_docker_version(v, m.group(1), code) for v in CONTAINERD_OFFERED
+                                            if code in DOCKER_BUILDS[v]]
+            elif fam == "rpm":
+                el = RPM_RELEASES.get(_releasever())
+                if el and _rpm_metadata_exists(url):
+                    cat["containerd.io"] = [f"{v}-1.{el}" for v in CONTAINERD_OFFERED]
+        m = K8S_REPO_RE.match(url)
+        if m and m.group(2) == fam:
             minor = m.group(1)
             vs = [v for v in KUBE_OFFERED if v.startswith(minor + ".")]
             for p in ("kubelet", "kubeadm", "kubectl"):
@@ -354,15 +446,31 @@ def apt_get(args: list[str]) -> int:
     if cmd == "update":
         lists = []
         errs = []
-        for url, key in _sources("apt"):
-            if key and not (Path(key).is_file() and Path(key).stat().st_size > 0):
-                errs.append(f"W: GPG error: {url} InRelease: The following signatures couldn't be verified "
-                            "because the public key is not available: NO_PUBKEY 7EA0A9C3F273FCD8\n"
-                            f"E: The repository '{url} InRelease' is not signed.")
+        for n, src in enumerate(_apt_sources(), 1):
+            uri = src["uri"]
+            if "download.docker.com" not in uri and "pkgs.k8s.io" not in uri:
+                continue       # the distribution's own archives: not simulated (their packages are built in)
+            if not _apt_release_exists(src):
+                errs.append(f"Err:{n} {_apt_name(src, 'InRelease')}\n  404  Not Found [IP: 198.51.100.7 443]\n"
+                            f"E: The repository '{_apt_name(src, 'Release')}' does not have a Release file.\n"
+                            "N: Updating from such a repository can't be done securely, and is therefore disabled "
+                            "by default.\nN: See apt-secure(8) manpage for repository creation and user "
+                            "configuration details.")
                 continue
-            lists.append(url)
+            key = src["key"]
+            why = _keyring_problem(key) if key else "missing"
+            if why:
+                keyid = "7EA0A9C3F273FCD8" if "docker" in uri else "234654DA9A296436"
+                where = uri.rstrip("/") + ("" if src["suite"] == "/" else f"/dists/{src['suite']}") + "/InRelease"
+                warn = (f"W: {where}: The key(s) in the keyring {key} are ignored as the file has an unsupported "
+                        "filetype.\n") if why == "filetype" else ""
+                errs.append(warn + f"W: GPG error: {_apt_name(src, 'InRelease')}: The following signatures couldn't "
+                            f"be verified because the public key is not available: NO_PUBKEY {keyid}\n"
+                            f"E: The repository '{_apt_name(src, 'InRelease')}' is not signed.")
+                continue
+            lists.append({"uri": uri, "suite": src["suite"]})
             if "-qq" not in opts:
-                out(f"Get:1 {url} InRelease [1,477 B]")
+                out(f"Get:{n} {_apt_name(src, 'InRelease')} [1,477 B]")
         write(STATE / "apt" / "lists.json", json.dumps(lists) + "\n")
         if errs:
             raise Exit(100, "\n".join(errs))
@@ -448,20 +556,30 @@ def dnf(args: list[str]) -> int:
         raise Exit(1, "usage: dnf [options] COMMAND")
     cmd, pkgs = words[0], words[1:]
     if cmd in ("makecache", "check-update"):
-        return 0
-    if cmd != "install":
+        cmd = "makecache"
+    if cmd not in ("install", "makecache"):
         raise Exit(1, f"No such command: {cmd}. (not simulated by the gpuk8s lab)")
-    if not is_root():
+    if cmd == "install" and not is_root():
         raise Exit(1, "Error: This command has to be run with superuser privileges (under the root user "
                       "on most systems).")
+    repos = _sources("yum")
+    for url, _, rid in repos:
+        if not _rpm_metadata_exists(url):
+            shown = url.replace("$releasever", _releasever()).replace("$basearch", "x86_64").rstrip("/")
+            raise Exit(1, f"Errors during downloading metadata for repository '{rid}':\n  - Status code: 404 for "
+                          f"{shown}/repodata/repomd.xml (IP: 198.51.100.7)\nError: Failed to download metadata for "
+                          f"repo '{rid}': Cannot download repomd.xml: Cannot download repodata/repomd.xml: All "
+                          "mirrors were tried")
+    if cmd == "makecache":
+        out("Metadata cache created.")
+        return 0
     if not {"-y", "--assumeyes"} & set(opts):
         raise Exit(1, "", "Is this ok [y/N]: Operation aborted.")
-    repos = _sources("yum")
     disable = any(o.startswith("--disableexcludes=") and o.split("=", 1)[1] in ("kubernetes", "all")
                   for o in opts)
-    cat = _catalog([u for u, _ in repos])
+    cat = _catalog([u for u, _, _ in repos])
     if not disable:
-        for _, exclude in repos:
+        for _, exclude, _ in repos:
             for name in exclude.split():
                 cat.pop(name, None)
     reqs = []
@@ -493,33 +611,6 @@ def dnf(args: list[str]) -> int:
 
 KNOWN_HOSTS = ("download.docker.com", "pkgs.k8s.io", "raw.githubusercontent.com", "github.com",
                "prod-cdn.packages.k8s.io")
-
-
-def curl(args: list[str]) -> int:
-    outfile = None
-    url = None
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a in ("-o", "--output"):
-            outfile = args[i + 1]
-            i += 1
-        elif not a.startswith("-"):
-            url = a
-        i += 1
-    if not url:
-        raise Exit(2, "curl: no URL specified!")
-    host = re.sub(r"^[a-z]+://", "", url).split("/", 1)[0]
-    if host not in KNOWN_HOSTS:
-        raise Exit(6, f"curl: (6) Could not resolve host: {host}")
-    body = ("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n"
-            f"gpuk8s lab placeholder for {url}\n"
-            "-----END PGP PUBLIC KEY BLOCK-----\n")
-    if outfile:
-        write(outfile, body)
-    else:
-        sys.stdout.write(body)
-    return 0
 
 
 def gpg(args: list[str]) -> int:
@@ -1871,9 +1962,9 @@ def kubeadm_init(args: list[str]) -> int:
             '[wait-control-plane] Waiting for the kubelet to boot up the control plane as static Pods from directory "/etc/kubernetes/manifests"\n'
             '[kubelet-check] Waiting for a healthy kubelet at http://127.0.0.1:10248/healthz. This can take up to 4m0s')
         _write_node_files(c, True, name, kcfg)
-        kubelet_err = _kubelet_start_error(kcfg)
+        kubelet_err = _kubelet_start_error(kcfg, _kubelet_args(nr))
         if kubelet_err:
-            if not swap_on():
+            if not swap_on() or node_labels_error(_kubelet_args(nr)):
                 _journal("kubelet", kubelet_err)
             set_unit("kubelet.service", "activating")
             c["initialized"] = False
@@ -1960,8 +2051,42 @@ def _sandbox_image_warning(image_repository: str | None) -> None:
             f"\"{want}\" as the CRI sandbox image.")
 
 
-def _kubelet_start_error(kcfg: dict) -> str | None:
+# k8s.io/kubelet/pkg/apis/well_known_labels.go (kubeletLabels, kubeletLabelNamespaces), v0.35.0.
+KUBELET_LABELS = ["beta.kubernetes.io/arch", "beta.kubernetes.io/instance-type", "beta.kubernetes.io/os",
+                  "failure-domain.beta.kubernetes.io/region", "failure-domain.beta.kubernetes.io/zone",
+                  "kubernetes.io/arch", "kubernetes.io/hostname", "kubernetes.io/os", "node.kubernetes.io/instance-type",
+                  "topology.kubernetes.io/region", "topology.kubernetes.io/zone"]
+KUBELET_LABEL_NAMESPACES = ["kubelet.kubernetes.io", "node.kubernetes.io"]
+
+
+def _in_namespace(ns: str, domain: str) -> bool:
+    return ns == domain or ns.endswith("." + domain)
+
+
+def node_labels_error(args: dict[str, str]) -> str | None:
+    """The kubelet refuses --node-labels in the kubernetes.io / k8s.io namespaces that it may not
+    set itself (cmd/kubelet/app/options/options.go, ValidateKubeletFlags, v1.35.0): it exits before
+    anything else, so kubeadm waits for a healthy kubelet that never comes."""
+    bad = []
+    for kv in filter(None, args.get("node-labels", "").split(",")):
+        key = kv.partition("=")[0]
+        ns = key.split("/", 1)[0] if "/" in key else ""
+        if (_in_namespace(ns, "kubernetes.io") or _in_namespace(ns, "k8s.io")) and key not in KUBELET_LABELS \
+                and not any(_in_namespace(ns, d) for d in KUBELET_LABEL_NAMESPACES):
+            bad.append(key)
+    if not bad:
+        return None
+    return ('E0820 10:00:01.000000    2107 run.go:72] "command failed" err="failed to validate kubelet flags: '
+            f"unknown 'kubernetes.io' or 'k8s.io' labels specified with --node-labels: [{' '.join(sorted(set(bad)))}]"
+            "\\n--node-labels in the 'kubernetes.io' namespace must begin with an allowed prefix "
+            f"({', '.join(KUBELET_LABEL_NAMESPACES)}) or be in the specifically allowed set ({', '.join(KUBELET_LABELS)})\"")
+
+
+def _kubelet_start_error(kcfg: dict, args: dict[str, str] | None = None) -> str | None:
     """Why the kubelet exits at start-up (kubeadm then waits 4m for its healthz and fails)."""
+    labels = node_labels_error(args or {})
+    if labels:
+        return labels
     pre = 'E0820 10:00:01.000000    2107 run.go:72] "command failed" err="failed to run Kubelet: '
     if swap_on() and kcfg.get("failSwapOn", True) is not False:
         return pre + 'running with swap on is not supported, please disable swap or set --fail-swap-on flag to false"'
@@ -2169,9 +2294,9 @@ def kubeadm_join(args: list[str]) -> int:
             "[kubelet-start] Starting the kubelet\n"
             "[kubelet-check] Waiting for a healthy kubelet at http://127.0.0.1:10248/healthz. This can take up to 4m0s")
         kcfg = c.get("kubelet_config") or kcfg
-        if _kubelet_start_error(kcfg):
-            if not swap_on():
-                _journal("kubelet", _kubelet_start_error(kcfg))
+        if _kubelet_start_error(kcfg, _kubelet_args(nr)):
+            if not swap_on() or node_labels_error(_kubelet_args(nr)):
+                _journal("kubelet", _kubelet_start_error(kcfg, _kubelet_args(nr)))
             write("/etc/kubernetes/bootstrap-kubelet.conf",
                   _kubeconfig(c["cluster_name"], f"https://{endpoint}", c["ca_cert"], "tls-bootstrap-token-user"), 0o600)
             write(Path("/etc/kubernetes/pki/ca.crt"), c["ca_cert"])
@@ -2253,60 +2378,420 @@ def kubeadm_reset(args: list[str]) -> int:
 
 # --------------------------------------------------------------------------- kubectl
 
-CALICO_CRDS = ["bgpconfigurations", "bgpfilters", "bgppeers", "blockaffinities", "caliconodestatuses",
-               "clusterinformations", "felixconfigurations", "globalnetworkpolicies", "globalnetworksets",
-               "hostendpoints", "ipamblocks", "ipamconfigs", "ipamhandles", "ippools", "ipreservations",
-               "kubecontrollersconfigurations", "networkpolicies", "networksets", "stagedglobalnetworkpolicies",
-               "stagedkubernetesnetworkpolicies", "stagednetworkpolicies", "tiers"]
-OPERATOR_CRDS = ["apiservers", "gatewayapis", "goldmanes", "imagesets", "installations", "managementclusterconnections",
-                 "tigerastatuses", "whiskers"]
+# Calico's manifests per release, from the projectcalico/calico tags v3.26.0 ... v3.32.1 (git ls-tree
+# <tag> manifests/): operator-crds.yaml exists in every release gpuk8s accepts (3.26+), but
+# tigera-operator.yaml carries the CRDs itself only up to 3.29 (from v3.30.0 it has none);
+# v1_crd_projectcalico_org.yaml and calico-v3-crds.yaml appear in v3.32.0. Any other file, or a tag
+# that was never released, is a 404 on raw.githubusercontent.com.
+CALICO_PATCHES = {(3, 26): 5, (3, 27): 5, (3, 28): 5, (3, 29): 7, (3, 30): 7, (3, 31): 7, (3, 32): 1}
+_CRDS_OLD = ["bgpconfigurations", "bgpfilters", "bgppeers", "blockaffinities", "caliconodestatuses",
+             "clusterinformations", "felixconfigurations", "globalnetworkpolicies", "globalnetworksets",
+             "hostendpoints", "ipamblocks", "ipamconfigs", "ipamhandles", "ippools", "ipreservations",
+             "kubecontrollersconfigurations", "networkpolicies", "networksets"]
+_STAGED = ["stagedglobalnetworkpolicies", "stagedkubernetesnetworkpolicies", "stagednetworkpolicies"]
+
+
+def calico_crds(minor: tuple[int, int]) -> list[str]:
+    """The CRD names in a release's operator-crds.yaml (the CRDs of each tag, counted: 22 up to 3.28,
+    24 in 3.29, 32 from 3.30)."""
+    if minor <= (3, 28):
+        op, cal, pol = ["apiservers", "imagesets", "installations", "tigerastatuses"], _CRDS_OLD, []
+    elif minor == (3, 29):
+        op, cal = ["apiservers", "imagesets", "installations", "tigerastatuses"], _CRDS_OLD + ["tiers"]
+        pol = ["adminnetworkpolicies"]
+    else:
+        op = ["apiservers", "gatewayapis", "goldmanes", "imagesets", "installations",
+              "managementclusterconnections", "tigerastatuses", "whiskers"]
+        cal = _CRDS_OLD + _STAGED + ["tiers"]
+        pol = ["adminnetworkpolicies", "baselineadminnetworkpolicies"]
+        if minor >= (3, 32):
+            op = sorted(op + ["istios"])
+            pol = ["clusternetworkpolicies"]
+    return ([f"{n}.operator.tigera.io" for n in op] + [f"{n}.crd.projectcalico.org" for n in cal]
+            + [f"{n}.policy.networking.k8s.io" for n in pol])
+
+
+CRD_PREFIX = "customresourcedefinition.apiextensions.k8s.io/"
 OPERATOR_OBJECTS = ["namespace/tigera-operator", "serviceaccount/tigera-operator",
                     "clusterrole.rbac.authorization.k8s.io/tigera-operator-secrets",
                     "clusterrole.rbac.authorization.k8s.io/tigera-operator",
                     "clusterrolebinding.rbac.authorization.k8s.io/tigera-operator",
                     "rolebinding.rbac.authorization.k8s.io/tigera-operator-secrets",
                     "deployment.apps/tigera-operator"]
+# The field of each object that changes from release to release (what a conflict names).
+_RELEASE_FIELD = {"customresourcedefinition": ".spec.versions", "clusterrole": ".rules",
+                  "deployment": '.spec.template.spec.containers[name="tigera-operator"].image'}
+_API_OF = {"customresourcedefinition": "apiextensions.k8s.io/v1", "namespace": "v1", "serviceaccount": "v1",
+           "clusterrole": "rbac.authorization.k8s.io/v1", "clusterrolebinding": "rbac.authorization.k8s.io/v1",
+           "rolebinding": "rbac.authorization.k8s.io/v1", "deployment": "apps/v1"}
+
+# Custom resources and the CRD that serves them.
+CR_KINDS = {("operator.tigera.io/v1", k): f"{p}.operator.tigera.io"
+            for k, p in (("Installation", "installations"), ("APIServer", "apiservers"), ("Goldmane", "goldmanes"),
+                         ("Whisker", "whiskers"), ("ImageSet", "imagesets"), ("TigeraStatus", "tigerastatuses"))}
+CR_KINDS |= {("crd.projectcalico.org/v1", k): f"{p}.crd.projectcalico.org"
+             for k, p in (("IPPool", "ippools"), ("BGPConfiguration", "bgpconfigurations"), ("BGPPeer", "bgppeers"),
+                          ("FelixConfiguration", "felixconfigurations"), ("NetworkPolicy", "networkpolicies"),
+                          ("GlobalNetworkPolicy", "globalnetworkpolicies"), ("HostEndpoint", "hostendpoints"),
+                          ("IPReservation", "ipreservations"))}
 
 
-def _manifest_objects(source: str, c: dict) -> tuple[list[str], dict]:
-    """(object names, state changes) of a recognised Calico manifest URL or a local YAML file."""
-    base = source.rsplit("/", 1)[-1]
-    if source.startswith(("http://", "https://")):
-        m = re.search(r"/v(\d+)\.(\d+)\.(\d+)/manifests/", source)
-        if not m or "raw.githubusercontent.com/projectcalico/calico/" not in source:
-            raise Exit(1, f"error: unable to read URL \"{source}\", server reported 404 Not Found, status code=404")
-        old = (int(m.group(1)), int(m.group(2))) <= (3, 29)
-        crds = [f"customresourcedefinition.apiextensions.k8s.io/{n}.crd.projectcalico.org" for n in CALICO_CRDS] + \
-               [f"customresourcedefinition.apiextensions.k8s.io/{n}.operator.tigera.io" for n in OPERATOR_CRDS]
-        if base in ("operator-crds.yaml", "v1_crd_projectcalico_org.yaml"):
-            return crds, {"crds": True}
-        if base == "tigera-operator.yaml":
-            version = {"calico_version": f"v{m.group(1)}.{m.group(2)}.{m.group(3)}"}  # the operator's release
-            return (crds if old else []) + OPERATOR_OBJECTS, ({"crds": True} if old else {}) | {"operator": True} | version
-        raise Exit(1, f"error: unable to read URL \"{source}\", server reported 404 Not Found, status code=404")
+def crd_delay() -> float:
+    """Seconds from a CRD's creation to Established. The apiserver queues the CRD for establishing
+    once its names are accepted, at once on a single apiserver and 5 s later with several
+    (apiextensions-apiserver/pkg/apiserver/customresource_handler.go, updateCustomResourceDefinition);
+    either way it is asynchronous, and until then discovery does not list the kind. The lab's 2 s
+    (within that 0..5 s range) makes a caller that does not wait for Established fail every time
+    rather than now and then, as it would on a loaded or HA control plane."""
+    return float(os.environ.get("GPUK8S_LAB_CRD_DELAY", "2"))
+
+
+def crd_served(c: dict, crd: str) -> bool:
+    """The CRD exists and is Established (its kind is in discovery)."""
+    t = c.get("objects", {}).get("crd_created", {}).get(crd)
+    return t is not None and t + crd_delay() <= now()
+
+
+def _url_objects(source: str) -> tuple[list[tuple[str, dict]], dict]:
+    """[(object, {field: value})], state changes of a Calico manifest URL (a 404 unless released)."""
+    not_found = Exit(1, f"error: unable to read URL \"{source}\", server reported 404 Not Found, status code=404")
+    m = re.fullmatch(r"https://raw\.githubusercontent\.com/projectcalico/calico/v(\d+)\.(\d+)\.(\d+)/manifests/"
+                     r"([A-Za-z0-9_.-]+)", source)
+    if not m:
+        raise not_found
+    major, minor, patch, base = int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4)
+    if patch > CALICO_PATCHES.get((major, minor), -1):
+        raise not_found
+    rel = f"v{major}.{minor}.{patch}"
+    crds = [CRD_PREFIX + n for n in calico_crds((major, minor))]
+    if base in ("v1_crd_projectcalico_org.yaml", "calico-v3-crds.yaml") and (major, minor) < (3, 32):
+        raise not_found
+    if base in ("operator-crds.yaml", "v1_crd_projectcalico_org.yaml"):
+        names, changes = crds, {"crds": True}
+    elif base == "tigera-operator.yaml":
+        old = (major, minor) <= (3, 29)
+        names = (crds if old else []) + OPERATOR_OBJECTS
+        changes = ({"crds": True} if old else {}) | {"operator": True, "calico_version": rel}
+    else:
+        raise not_found
+    objs = []
+    for n in names:
+        kind = n.split("/", 1)[0].split(".", 1)[0]
+        objs.append((n, {_RELEASE_FIELD.get(kind, ".metadata.labels"): rel if kind in _RELEASE_FIELD else "-"}))
+    return objs, changes
+
+
+# Applied objects are validated against their kind's schema: the API server refuses a missing required
+# field or a value outside an enum ("Required value", "Unsupported value") and, with kubectl's default
+# --validate=strict, an unknown field. The Calico kinds follow the openAPIV3Schema of
+# installations/apiservers/goldmanes/whiskers.operator.tigera.io in manifests/operator-crds.yaml at v3.30.4,
+# v3.31.3 and v3.32.0 (ipPools[].cidr is required; encapsulation, natOutgoing and
+# nodeAddressAutodetectionV4.kubernetes are enums); core kinds follow k8s.io/api validation
+# (pkg/apis/core/validation: a Pod needs containers with name and image; node.k8s.io RuntimeClass a handler).
+_ENCAP = ["IPIPCrossSubnet", "IPIP", "VXLAN", "VXLANCrossSubnet", "None"]
+_AUTODETECT = {"firstFound": "boolean", "kubernetes": ["NodeInternalIP"], "interface": "string",
+               "skipInterface": "string", "canReach": "string", "cidrs": "array"}
+_POOL = {"!required": ["cidr"], "name": "string", "cidr": "string", "blockSize": "integer",
+         "encapsulation": _ENCAP, "natOutgoing": ["Enabled", "Disabled"], "nodeSelector": "string",
+         "disableBGPExport": "boolean", "disableNewAllocations": "boolean", "allowedUses": "array",
+         "assignmentMode": "string"}
+_CALICO_NETWORK = {"ipPools": [_POOL], "nodeAddressAutodetectionV4": _AUTODETECT,
+                   "nodeAddressAutodetectionV6": _AUTODETECT, "bgp": ["Enabled", "Disabled"], "mtu": "integer",
+                   "linuxDataplane": ["Iptables", "BPF", "VPP", "Nftables"], "hostPorts": ["Enabled", "Disabled"],
+                   "containerIPForwarding": ["Enabled", "Disabled"], "multiInterfaceMode": "string",
+                   "linuxPolicySetupTimeoutSeconds": "integer", "sysctl": "array", "windowsDataplane": "string",
+                   "bpfNetworkBootstrap": "string", "kubeProxyManagement": "string", "clusterRoutingMode": "string"}
+_INSTALLATION_SPEC = {"calicoNetwork": _CALICO_NETWORK, "variant": ["Calico", "TigeraSecureEnterprise"],
+                      "registry": "string", "imagePath": "string", "imagePrefix": "string",
+                      "imagePullSecrets": "array", "kubernetesProvider": "string", "cni": "object",
+                      "controlPlaneNodeSelector": "object", "controlPlaneTolerations": "array",
+                      "controlPlaneReplicas": "integer", "nodeMetricsPort": "integer", "typhaMetricsPort": "integer",
+                      "flexVolumePath": "string", "kubeletVolumePluginPath": "string", "nodeUpdateStrategy": "object",
+                      "componentResources": "array", "certificateManagement": "object", "nonPrivileged": "string",
+                      "calicoNodeDaemonSet": "object", "calicoKubeControllersDeployment": "object",
+                      "typhaDeployment": "object", "csiNodeDriverDaemonSet": "object", "typhaAffinity": "object",
+                      "logging": "object", "fipsMode": "string", "serviceCIDRs": "array", "proxy": "object",
+                      "azure": "object", "windowsNodes": "object", "calicoNodeWindowsDaemonSet": "object",
+                      "calicoWindowsUpgradeDaemonSet": "object", "tlsCipherSuites": "array"}
+_CONTAINER = {"!required": ["name", "image"], "!open": True}
+SCHEMAS = {
+    ("operator.tigera.io/v1", "Installation"): {"spec": _INSTALLATION_SPEC, "status": "object"},
+    ("operator.tigera.io/v1", "APIServer"): {"spec": {"!open": True}, "status": "object"},
+    ("operator.tigera.io/v1", "Goldmane"): {"spec": {"!open": True}, "status": "object"},
+    ("operator.tigera.io/v1", "Whisker"): {"spec": {"!open": True}, "status": "object"},
+    ("v1", "Pod"): {"!required": ["spec"], "spec": {"!required": ["containers"], "!open": True,
+                                                     "containers": [_CONTAINER]}, "status": "object"},
+    ("node.k8s.io/v1", "RuntimeClass"): {"!required": ["handler"], "handler": "string", "overhead": "object",
+                                         "scheduling": "object"},
+    ("v1", "Namespace"): {"spec": "object", "status": "object"},
+    ("v1", "ConfigMap"): {"data": "object", "binaryData": "object", "immutable": "boolean"},
+    ("v1", "Secret"): {"data": "object", "stringData": "object", "type": "string", "immutable": "boolean"},
+    ("v1", "ServiceAccount"): {"secrets": "array", "imagePullSecrets": "array",
+                               "automountServiceAccountToken": "boolean"},
+}
+_PY_TYPE = {"string": str, "integer": int, "boolean": bool, "array": list, "object": dict}
+
+
+def _json_type(v) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+            dict: "object"}.get(type(v), "null")
+
+
+def validate_object(doc: dict, schema: dict, path: str, errors: list[str], unknown: list[str]) -> None:
+    """Collect field errors (API server wording) and unknown fields of doc against schema."""
+    for req in schema.get("!required", []):
+        if req not in doc or doc[req] in (None, ""):
+            errors.append(f"{path}{req}: Required value")
+    for k, v in doc.items():
+        spec = schema.get(k)
+        where = f"{path}{k}"
+        if spec is None:
+            if not schema.get("!open") and k not in ("apiVersion", "kind", "metadata"):
+                unknown.append(where)
+            continue
+        if isinstance(spec, list) and spec and isinstance(spec[0], dict):   # a list of objects
+            if not isinstance(v, list):
+                errors.append(f'{where}: Invalid value: "{_json_type(v)}": {where} in body must be of type array: '
+                              f'"{_json_type(v)}"')
+                continue
+            for i, item in enumerate(v):
+                if isinstance(item, dict):
+                    validate_object(item, spec[0], f"{where}[{i}].", errors, unknown)
+        elif isinstance(spec, list):                                           # an enum of strings
+            if v not in spec:
+                errors.append(f'{where}: Unsupported value: {json.dumps(v)}: supported values: '
+                              + ", ".join(f'"{s}"' for s in spec))
+        elif isinstance(spec, dict):
+            if not isinstance(v, dict):
+                errors.append(f'{where}: Invalid value: "{_json_type(v)}": {where} in body must be of type object: '
+                              f'"{_json_type(v)}"')
+            else:
+                validate_object(v, spec, where + ".", errors, unknown)
+        elif not isinstance(v, _PY_TYPE[spec]) or (spec == "integer" and isinstance(v, bool)):
+            errors.append(f'{where}: Invalid value: "{_json_type(v)}": {where} in body must be of type {spec}: '
+                          f'"{_json_type(v)}"')
+
+
+def _leaves(doc: dict, prefix: str = "") -> dict[str, str]:
+    """The fields server-side apply tracks: every scalar, and each list as one atomic field (the
+    Calico CRDs declare no x-kubernetes-list-type, so their lists are atomic)."""
+    out: dict[str, str] = {}
+    for k, v in doc.items():
+        if not prefix and k in ("apiVersion", "kind", "status"):
+            continue
+        if not prefix and k == "metadata":
+            v = {mk: mv for mk, mv in (v or {}).items() if mk not in ("name", "namespace")}
+        p = f"{prefix}.{k}"
+        if isinstance(v, dict) and v:
+            out |= _leaves(v, p)
+        else:
+            out[p] = json.dumps(v, sort_keys=True)
+    return out
+
+
+_BUILTIN_OPEN = {("apps/v1", "Deployment"), ("apps/v1", "DaemonSet"), ("v1", "Service"),
+                 ("rbac.authorization.k8s.io/v1", "ClusterRole"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+                 ("rbac.authorization.k8s.io/v1", "Role"), ("rbac.authorization.k8s.io/v1", "RoleBinding")}
+
+
+def _resource_name(api: str, kind: str) -> str:
+    group = api.split("/", 1)[0] if "/" in api else ""
+    return f"{kind.lower()}.{group}" if group else kind.lower()
+
+
+def _file_objects(source: str) -> list[dict]:
+    """The objects of a local YAML file, each with its kind's schema check done later."""
     try:
         docs = [d for d in yaml.safe_load_all(Path(source).read_text()) if d]
     except FileNotFoundError:
         raise Exit(1, f"error: the path \"{source}\" does not exist")
     except yaml.YAMLError as e:
         raise Exit(1, f"error: error parsing {source}: error converting YAML to JSON: {e}")
-    names, changes = [], {}
+    items = []
     for d in docs:
-        kind, api = d.get("kind"), d.get("apiVersion")
+        api, kind = d.get("apiVersion"), d.get("kind")
+        missing = [f"{f} not set" for f, v in (("apiVersion", api), ("kind", kind)) if not v]
+        if missing:   # kubectl's schema check (--validate=strict) before anything is sent
+            raise Exit(1, f"error: error validating \"{source}\": error validating data: [{', '.join(missing)}]; "
+                          "if you choose to ignore these errors, turn validation off with --validate=false")
         name = (d.get("metadata") or {}).get("name", "")
-        if api == "operator.tigera.io/v1" and kind in ("Installation", "APIServer", "Goldmane", "Whisker"):
-            if not c.get("objects", {}).get("crds"):
-                raise Exit(1, f"error: resource mapping not found for name: \"{name}\" namespace: \"\" from "
-                              f"\"{source}\": no matches for kind \"{kind}\" in version \"{api}\"\n"
-                              "ensure CRDs are installed first")
-            names.append(f"{kind.lower()}.operator.tigera.io/{name}")
-            if kind == "Installation":
-                changes["installation"] = d
-            else:
-                changes[kind.lower()] = True
+        it = {"obj": f"{_resource_name(api, kind)}/{name}", "api": api, "kind": kind, "name": name, "doc": d,
+              "leaves": _leaves(d), "source": source}
+        if (api, kind) in CR_KINDS:
+            it["crd"] = CR_KINDS[(api, kind)]
+        elif (api, kind) == ("apiextensions.k8s.io/v1", "CustomResourceDefinition"):
+            it["obj"] = CRD_PREFIX + name
+            it["defines"] = name
+        elif (api, kind) not in SCHEMAS and (api, kind) not in _BUILTIN_OPEN:
+            it["unmapped"] = True
+        items.append(it)
+    return items
+
+
+def _conflict_message(conflicts: list[tuple[str, str, str]]) -> str:
+    """apimachinery/pkg/util/managedfields/internal/conflict.go (getConflictMessage, printManager):
+    an Update manager is printed with the apiVersion it used; kubectl adds its advice
+    (staging/src/k8s.io/kubectl/pkg/cmd/apply/apply.go, applyOneObject)."""
+    def who(manager: str, api: str) -> str:
+        return f'"{manager}"' + (f" using {api}" if manager != "kubectl" and not manager.startswith("ssa:") else "")
+    if len(conflicts) == 1:
+        m, api, path = conflicts[0]
+        msg = f"Apply failed with 1 conflict: conflict with {who(m, api)}: {path}"
+    else:
+        by: dict[str, list[str]] = {}
+        apis = {}
+        for m, api, path in conflicts:
+            by.setdefault(m, []).append(path)
+            apis[m] = api
+        parts = []
+        for m in sorted(by):
+            parts.append(f"conflicts with {who(m, apis[m])}:")
+            parts += [f"- {p}" for p in by[m]]
+        msg = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(parts)
+    return ("error: " + msg + "\nPlease review the fields above--they currently have other managers. Here\n"
+            "are the ways you can resolve this warning:\n"
+            "* If you intend to manage all of these fields, please re-run the apply\n"
+            "  command with the `--force-conflicts` flag.\n"
+            "* If you do not intend to manage all of the fields, please edit your\n"
+            "  manifest to remove references to the fields that should keep their\n"
+            "  current managers.\n"
+            "* You may co-own fields by updating your manifest to match the existing\n"
+            "  value; in this case, you'll become the manager if the other manager(s)\n"
+            "  stop managing the field (remove it from their configuration).\n"
+            "See https://kubernetes.io/docs/reference/using-api/server-side-apply/#conflicts")
+
+
+def _flag_value(rest: list[str], name: str) -> str | None:
+    for j, a in enumerate(rest):
+        if a == name and j + 1 < len(rest):
+            return rest[j + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def kubectl_apply(c: dict, verb: str, rest: list[str], flags: list[str]) -> int:
+    """kubectl apply / create -f: objects mapped first (a custom resource whose CRD is not Established
+    fails, including one created by this same call), validated, then written with field ownership."""
+    files = [rest[j + 1] for j, a in enumerate(rest) if a in ("-f", "--filename") and j + 1 < len(rest)]
+    files += [a.split("=", 1)[1] for a in rest if a.startswith(("-f=", "--filename="))]
+    if not files:
+        raise Exit(1, "error: must specify one of -f and -k")
+    server_side = verb == "apply" and ("--server-side" in flags or "--server-side=true" in flags)
+    force = "--force-conflicts" in flags or "--force-conflicts=true" in flags
+    if verb == "apply" and force and not server_side:
+        raise Exit(1, "error: --force-conflicts only works with --server-side")
+    manager = _flag_value(rest, "--field-manager") or (
+        "kubectl-create" if verb == "create" else "kubectl" if server_side else "kubectl-client-side-apply")
+    objs = c.setdefault("objects", {})
+    store = objs.setdefault("fields", {})       # object -> {field: [value, [managers]]}
+    apis = objs.setdefault("managers", {})      # manager -> apiVersion of its last Update (for messages)
+    created = objs.setdefault("created", [])
+    crd_at = objs.setdefault("crd_created", {})
+    started = now()
+
+    def established(crd: str) -> bool:
+        return crd in crd_at and crd_at[crd] + crd_delay() <= started
+
+    batches = []
+    for f in files:
+        if f.startswith(("http://", "https://")):
+            items, changes = _url_objects(f)
+            batches.append((f, [{"obj": n, "leaves": leaves, "api": _API_OF[n.split("/")[0].split(".")[0]],
+                                 "kind": n.split("/")[0].split(".")[0], "name": n.split("/", 1)[1],
+                                 "defines": n[len(CRD_PREFIX):] if n.startswith(CRD_PREFIX) else None}
+                                for n, leaves in items], changes))
         else:
-            names.append(f"{str(kind).lower()}/{name}")
-    return names, changes
+            batches.append((f, _file_objects(f), None))
+    errors: list[str] = []
+    for f, items, url_changes in batches:
+        for it in items:
+            obj, api, kind, name = it["obj"], it["api"], it["kind"], it["name"]
+            if it.get("unmapped") or (it.get("crd") and not established(it["crd"])):
+                errors.append(f"error: resource mapping not found for name: \"{name}\" namespace: \"\" from \"{f}\": "
+                              f"no matches for kind \"{kind}\" in version \"{api}\"\nensure CRDs are installed first")
+                continue
+            if not name:
+                errors.append("error: resource name may not be empty")
+                continue
+            if "doc" in it:
+                schema = SCHEMAS.get((api, kind), {"!open": True})
+                errs: list[str] = []
+                unknown: list[str] = []
+                validate_object(it["doc"], schema, "", errs, unknown)
+                if unknown:
+                    if server_side:
+                        errors.append(f"Error from server (BadRequest): failed to create typed patch object "
+                                      f"(/{name}; {api}, Kind={kind}): .{unknown[0]}: field not declared in schema")
+                    else:
+                        errors.append(f"Error from server (BadRequest): error when creating \"{f}\": {kind} in "
+                                      f"version \"{api.rsplit('/', 1)[-1]}\" cannot be handled as a {kind}: strict "
+                                      f"decoding error: unknown field \"{unknown[0]}\"")
+                    continue
+                if errs:
+                    errors.append(f"The {kind} \"{name}\" is invalid: " + (
+                        errs[0] if len(errs) == 1 else "\n" + "".join(f"* {e}\n" for e in errs).rstrip("\n")))
+                    continue
+            have = store.get(obj)
+            leaves = it["leaves"]
+            if verb == "create":
+                if have is not None:
+                    errors.append(f"Error from server (AlreadyExists): error when creating \"{f}\": "
+                                  f"{obj.split('/')[0].split('.')[0]}s \"{name}\" already exists")
+                    continue
+                store[obj] = {p: [v, [manager]] for p, v in leaves.items()}
+                apis[manager] = api
+                out(f"{obj} created")
+            elif not server_side:
+                if it.get("defines") in ("installations.operator.tigera.io", "felixconfigurations.crd.projectcalico.org"):
+                    # the last-applied-configuration annotation would hold the whole CRD
+                    errors.append(f"The CustomResourceDefinition \"{it['defines']}\" is invalid: "
+                                  "metadata.annotations: Too long: must have at most 262144 bytes")
+                    continue
+                same = have is not None and all(have.get(p, [None])[0] == v for p, v in leaves.items())
+                rec = have if have is not None else {}
+                for p, v in leaves.items():   # an Update owns the fields it changed
+                    if rec.get(p, [None])[0] != v:
+                        rec[p] = [v, [manager]]
+                store[obj] = rec
+                apis[manager] = api
+                out(f"{obj} {'created' if have is None else 'unchanged' if same else 'configured'}")
+            else:
+                rec = have if have is not None else {}
+                conflicts = []
+                for p, v in leaves.items():
+                    cur = rec.get(p)
+                    if cur is not None and cur[0] != v:
+                        conflicts += [(m, apis.get(m, api), p) for m in cur[1] if m != manager]
+                if conflicts and not force:
+                    errors.append(_conflict_message(conflicts))
+                    continue
+                for p, v in leaves.items():
+                    cur = rec.get(p)
+                    rec[p] = [v, [manager]] if cur is None or cur[0] != v else [v, sorted(set(cur[1]) | {manager})]
+                for p in [p for p in rec if p not in leaves and manager in rec[p][1]]:
+                    rec[p][1].remove(manager)       # fields this manager no longer applies
+                    if not rec[p][1]:
+                        del rec[p]
+                if manager == "kubectl":            # kubectl migrates client-side apply ownership (migrateToSSAIfNecessary)
+                    for cur in rec.values():
+                        if "kubectl-client-side-apply" in cur[1]:
+                            cur[1] = sorted(set(cur[1]) - {"kubectl-client-side-apply"} | {"kubectl"})
+                store[obj] = rec
+                out(f"{obj} serverside-applied")
+            if obj not in created:
+                created.append(obj)
+            if it.get("defines"):
+                crd_at.setdefault(it["defines"], now())
+                if it["defines"] == "installations.operator.tigera.io":
+                    objs["crds"] = True
+            if url_changes is not None and obj == "deployment.apps/tigera-operator":
+                _apply(c, {k: v for k, v in url_changes.items() if k != "crds"})
+            if "doc" in it and api == "operator.tigera.io/v1":
+                _apply(c, {"installation": it["doc"]} if kind == "Installation" else {kind.lower(): True})
+    if errors:
+        raise Exit(1, "\n".join(errors))
+    return 0
 
 
 def _apply(c: dict, changes: dict) -> None:
@@ -2439,13 +2924,42 @@ def kubectl(args: list[str]) -> int:
         return _kubectl(c, rest, ns, output)
 
 
+def kubectl_wait(c: dict, words: list[str], flags: list[str]) -> int:
+    """`kubectl wait --for=condition=Established crd/NAME [--timeout=60s]` (the other conditions are
+    not simulated)."""
+    cond = next((f.split("=", 1)[1] for f in flags if f.startswith("--for=")), "")
+    timeout = _parse_ttl(next((f.split("=", 1)[1] for f in flags if f.startswith("--timeout=")), "30s"))
+    if cond.lower() != "condition=established" or not words:
+        raise Exit(1, "error: the gpuk8s lab kubectl simulates `wait --for=condition=Established crd/NAME` only")
+    if "--all" in flags and words and "/" not in words[0]:
+        words = [f"crd/{n}" for n in sorted(c.get("objects", {}).get("crd_created", {}))]
+    for w in words:
+        kind, _, name = w.partition("/")
+        if kind not in ("crd", "crds", "customresourcedefinition", "customresourcedefinitions",
+                        "customresourcedefinition.apiextensions.k8s.io"):
+            raise Exit(1, "error: the gpuk8s lab kubectl simulates `wait --for=condition=Established crd/NAME` only")
+        t = c.get("objects", {}).get("crd_created", {}).get(name)
+        if t is None:
+            raise Exit(1, f"Error from server (NotFound): customresourcedefinitions.apiextensions.k8s.io \"{name}\" "
+                          "not found")
+        left = t + crd_delay() - now()
+        if left > timeout:
+            time.sleep(timeout)
+            raise Exit(1, f"error: timed out waiting for the condition on customresourcedefinitions/{name}")
+        if left > 0:
+            time.sleep(left)
+        out(f"customresourcedefinition.apiextensions.k8s.io/{name} condition met")
+    return 0
+
+
 def _list_items(c: dict, kind: str) -> list[dict]:
     """The objects of one resource type, as in a List (for `kubectl get A,B,C -o json`)."""
     if kind in ("nodes", "node", "no"):
         return [_node_json(c, n) for n in sorted(c.get("nodes", {}).values(), key=lambda n: n["created"])]
     calico = ("tigerastatus", "tigerastatuses", "tigerastatuses.operator.tigera.io",
               "installations.operator.tigera.io", "installation", "installations")
-    if kind not in calico or not c.get("objects", {}).get("crds"):
+    crd = "tigerastatuses.operator.tigera.io" if kind.startswith("tigerastatus") else "installations.operator.tigera.io"
+    if kind not in calico or not c.get("objects", {}).get("crds") or not crd_served(c, crd):
         raise Exit(1, f"error: the server doesn't have a resource type \"{kind.split('.')[0]}\"")
     if kind.startswith("tigerastatus"):
         return _tigerastatus_items(c)
@@ -2468,55 +2982,7 @@ def _kubectl(c: dict, rest: list[str], ns: str, output: str | None) -> int:
     flags = [a for a in rest[1:] if a.startswith("-")]
     words = [a for a in rest[1:] if not a.startswith("-")]
     if verb in ("apply", "create"):
-        files = []
-        for j, a in enumerate(rest):
-            if a in ("-f", "--filename") and j + 1 < len(rest):
-                files.append(rest[j + 1])
-            elif a.startswith(("-f=", "--filename=")):
-                files.append(a.split("=", 1)[1])
-        words = [w for w in words if w not in files]
-        if not files:
-            raise Exit(1, "error: must specify one of -f and -k")
-        server_side = "--server-side" in flags or "--server-side=true" in flags
-        for f in files:
-            names, changes = _manifest_objects(f, c)
-            created = c.setdefault("objects", {}).setdefault("created", [])
-            if verb == "create":
-                dup = [n for n in names if n in created]
-                fresh = [n for n in names if n not in created]
-                for n in fresh:
-                    out(f"{n} created")
-                created.extend(fresh)
-                _apply(c, changes)
-                if dup:
-                    kind, _, nm = dup[0].partition("/")
-                    raise Exit(1, "\n".join(f"Error from server (AlreadyExists): error when creating \"{f}\": "
-                                            f"{d.split('/')[0].split('.')[0]}s \"{d.split('/', 1)[1]}\" already exists"
-                                            for d in dup))
-                continue
-            if not server_side:
-                too_long = [n for n in names if n.startswith("customresourcedefinition") and
-                            n.split("/", 1)[1] in ("installations.operator.tigera.io", "felixconfigurations.crd.projectcalico.org")]
-                for n in names:
-                    if n not in too_long:
-                        out(f"{n} {'configured' if n in created else 'created'}")
-                        if n not in created:
-                            created.append(n)
-                if too_long:
-                    _apply(c, {k: v for k, v in changes.items() if k != "crds"})
-                    raise Exit(1, "\n".join(f"The CustomResourceDefinition \"{n.split('/', 1)[1]}\" is invalid: "
-                                            "metadata.annotations: Too long: must have at most 262144 bytes"
-                                            for n in too_long))
-                _apply(c, changes)
-                continue
-            if "--force-conflicts" not in flags and any(n in created for n in names if n.startswith("customresource")):
-                pass   # no conflicting field managers in the lab
-            for n in names:
-                out(f"{n} serverside-applied")
-                if n not in created:
-                    created.append(n)
-            _apply(c, changes)
-        return 0
+        return kubectl_apply(c, verb, rest, flags)
     if verb == "get":
         if not words:
             raise Exit(1, "You must specify the type of resource to get.")
@@ -2566,7 +3032,7 @@ def _kubectl(c: dict, rest: list[str], ns: str, output: str | None) -> int:
             out(_table(rows))
             return 0
         if kind in ("tigerastatus", "tigerastatuses", "tigerastatuses.operator.tigera.io"):
-            if not c.get("objects", {}).get("crds"):
+            if not c.get("objects", {}).get("crds") or not crd_served(c, "tigerastatuses.operator.tigera.io"):
                 raise Exit(1, f"error: the server doesn't have a resource type \"{words[0]}\"")
             items = _tigerastatus_items(c)
             if names:
@@ -2588,7 +3054,7 @@ def _kubectl(c: dict, rest: list[str], ns: str, output: str | None) -> int:
             out(_table(rows))
             return 0
         if kind in ("installations.operator.tigera.io", "installation", "installations"):
-            if not c.get("objects", {}).get("crds"):
+            if not c.get("objects", {}).get("crds") or not crd_served(c, "installations.operator.tigera.io"):
                 raise Exit(1, f"error: the server doesn't have a resource type \"{words[0]}\"")
             inst = c.get("objects", {}).get("installation")
             if not inst or (names and names[0] != (inst.get("metadata") or {}).get("name")):
@@ -2668,6 +3134,8 @@ def _kubectl(c: dict, rest: list[str], ns: str, output: str | None) -> int:
         else:
             out(f"node/{name} {'untainted' if any(w.endswith('-') for w in words[2:]) else 'modified' if False else 'tainted'}")
         return 0
+    if verb == "wait":
+        return kubectl_wait(c, words, flags)
     if verb == "cluster-info":
         out(f"Kubernetes control plane is running at https://{c['endpoint']}\n"
             f"CoreDNS is running at https://{c['endpoint']}/api/v1/namespaces/kube-system/services/kube-dns:dns/proxy")
@@ -2677,7 +3145,7 @@ def _kubectl(c: dict, rest: list[str], ns: str, output: str | None) -> int:
 
 # --------------------------------------------------------------------------- main
 
-TOOLS = {"apt-get": apt_get, "apt-mark": apt_mark, "dnf": dnf, "yum": dnf, "curl": curl, "gpg": gpg,
+TOOLS = {"apt-get": apt_get, "apt-mark": apt_mark, "dnf": dnf, "yum": dnf, "gpg": gpg,
          "modprobe": modprobe, "sysctl": sysctl, "swapoff": swapoff, "journalctl": journalctl,
          "kubeadm": kubeadm, "kubectl": kubectl}
 

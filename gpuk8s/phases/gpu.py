@@ -1,0 +1,708 @@
+"""The GPU layer of `up`: Helm, the NVIDIA GPU Operator, its rollout (with diagnosis), CUDA smoke tests.
+
+Every phase decides from facts and the cluster's own state (helm list / get values, the
+ConfigMap, node labels), so a second `up` on a finished GPU cluster makes no Helm call and no
+change. Background: ../shared/docs/DOMAIN.md 3.3-3.4, 5 and 6; docs/gpu.md.
+
+- `InstallHelm`: the pinned Helm on the first control plane (download or the inventory's local
+  archive over stdin), checksum-verified, in /usr/local/bin/helm.
+- `InstallGPUOperator`: namespace (privileged), device-plugin ConfigMap, values file under
+  /etc/gpuk8s/, `helm upgrade --install`; per-node labels (driver mode, device-plugin config,
+  MIG); after a ConfigMap change the device plugin is restarted (the operator does not watch it).
+- `LabelGPUNodes`: the same labels on GPU nodes that joined after the operator was installed.
+- `WaitGPUOperator`: ClusterPolicy `ready` and the validator done on every GPU node; a failure is
+  diagnosed from the operand pods' logs and events (known signatures -> a concrete fix); then
+  `containerd config dump` must show the `nvidia` runtime on every GPU node.
+- `SmokeTestGPUs`: one CUDA Job per GPU node, all at once; "Test PASSED" and `nvidia-smi -L`
+  lines == the GPUs preflight found (or the MIG devices); the Jobs are deleted in the cleanup.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from gpuk8s import gpu_models
+from gpuk8s.checks.gpu import driver_mode as facts_driver_mode
+from gpuk8s.errors import Interrupted, UsageError, VerificationError, WaitTimeout
+from gpuk8s.facts.cluster import (allocatable, clusterpolicy_state, get_objects, helm,
+                                  helm_release, helm_values, kubectl, list_objects, node_labels)
+from gpuk8s.gate import Change
+from gpuk8s.host import Host
+from gpuk8s.paths import GPUK8S_DIR
+from gpuk8s.phases.base import Context, Phase, PhaseResult
+from gpuk8s.render.base import RenderedFile
+from gpuk8s.render.gpu import (DEVICE_PLUGIN_CONFIGMAP, LABEL_DEPLOY_DRIVER, SMOKE_PASS_LINE,
+                               GPUNode, cuda_smoke_job, device_plugin_config, gpu_node,
+                               gpu_node_labels, gpu_operator_namespace, gpu_operator_values,
+                               smoke_job_name, smoke_resource)
+from gpuk8s.shell import Cmd
+from gpuk8s.versions import (GPU_OPERATOR_DEFAULT_DRIVER, GPU_OPERATOR_NAMESPACE,
+                             GPU_OPERATOR_RELEASE_NAME, GPU_OPERATOR_REPO, helm_arch,
+                             helm_archive_url, helm_checksum)
+
+NS = GPU_OPERATOR_NAMESPACE
+HELM_BIN = "/usr/local/bin/helm"
+HELM_ARCHIVE_TMP = f"{GPUK8S_DIR}/helm-archive.b64"          # temporary: removed after the install
+CHART_ARCHIVE = f"{GPUK8S_DIR}/gpu-operator-chart.tgz"
+NAMESPACE_FILE = f"{GPUK8S_DIR}/gpu-operator-namespace.yaml"
+CONFIGMAP_FILE = f"{GPUK8S_DIR}/device-plugin-config.yaml"
+VALUES_FILE = f"{GPUK8S_DIR}/gpu-operator-values.yaml"
+SMOKE_DIR = f"{GPUK8S_DIR}/cuda-smoke"
+DEVICE_PLUGIN_DS = "nvidia-device-plugin-daemonset"   # NVIDIA/gpu-operator state-device-plugin
+VALIDATOR_APP = "nvidia-operator-validator"            # app= label of the validator DaemonSet's pods
+CLUSTER_POLICY = "clusterpolicies.nvidia.com"
+HELM_TIMEOUT = 600.0
+SMOKE_LABEL = "app.kubernetes.io/name=gpuk8s-cuda-smoke"
+# GFD's driver version labels (NVIDIA/k8s-device-plugin docs/gfd_labels.md)
+GFD_DRIVER = ("nvidia.com/cuda.driver.major", "nvidia.com/cuda.driver.minor", "nvidia.com/cuda.driver.rev")
+GFD_PRODUCT = "nvidia.com/gpu.product"
+GPU_PRESENT = "nvidia.com/gpu.present"
+
+# Download ($1 url), verify ($2 sha256), unpack and install linux-$3/helm as $4; a temporary
+# directory removed whatever happens. Arguments, never spliced into the script.
+_HELM_FETCH = ('set -e; t=$(mktemp -d); trap \'rm -rf -- "$t"\' EXIT; '
+               'curl -fsSL -o "$t/helm.tgz" -- "$1"; '
+               'printf "%s  %s\\n" "$2" "$t/helm.tgz" | sha256sum -c - >/dev/null; '
+               'tar -xzf "$t/helm.tgz" -C "$t"; install -m 0755 "$t/linux-$3/helm" "$4"')
+# The same from the base64 archive gpuk8s wrote at $1 (the inventory's versions.helm_archive).
+_HELM_LOCAL = ('set -e; t=$(mktemp -d); trap \'rm -rf -- "$t"\' EXIT; '
+               'base64 -d < "$1" > "$t/helm.tgz"; '
+               'printf "%s  %s\\n" "$2" "$t/helm.tgz" | sha256sum -c - >/dev/null; '
+               'tar -xzf "$t/helm.tgz" -C "$t"; install -m 0755 "$t/linux-$3/helm" "$4"')
+# A chart archive from base64 ($1) to $2.
+_CHART_LOCAL = 'set -e; umask 022; base64 -d < "$1" > "$2.gpuk8s-new"; mv -f -- "$2.gpuk8s-new" "$2"'
+
+
+# ---- which nodes, in which mode --------------------------------------------------------------
+
+def is_gpu_host(host: Host) -> bool:
+    """A GPU node: declared (`gpu: true` or a mapping) or GPUs found, unless `gpu: false`."""
+    if host.spec.gpu is False:
+        return False
+    return bool(host.spec.gpu or (host.facts is not None and host.facts.gpus))
+
+
+def gpu_hosts(ctx: Context) -> list[Host]:
+    return [h for h in ctx.live() if is_gpu_host(h)]
+
+
+def _managed_by_operator(node: dict | None) -> bool:
+    """The operator already runs its driver container here: a loaded nvidia module on such a node
+    is the container's, not a host driver (our own label says which nodes have a host driver)."""
+    labels = node_labels(node) if node else {}
+    return labels.get(GPU_PRESENT) == "true" and labels.get(LABEL_DEPLOY_DRIVER) != "false"
+
+
+def node_of(ctx: Context, host: Host, nodes: dict[str, dict]) -> GPUNode:
+    """The GPUNode of a host from its facts (driver mode per node, DOMAIN 5.2)."""
+    f = host.facts
+    spec = ctx.inventory.gpu_for(host.spec)
+    node = nodes.get(host.name)
+    if spec.driver in ("host", "container") or f is None:
+        mode = spec.driver if spec.driver in ("host", "container") else "container"
+    elif _managed_by_operator(node):
+        mode = "container"
+    else:
+        mode = facts_driver_mode(ctx.inventory, f, host.spec)
+    models = [m.name for g in (f.gpus if f else []) if (m := gpu_models.model_by_device_id(g.device_id))]
+    return gpu_node(ctx.inventory, host.spec, driver_mode=mode,
+                    gpu_count=len(f.gpus) if f and f.gpus else None, models=models,
+                    driver_version=f.nvidia_driver_version if f else None)
+
+
+def _nodes(ctx: Context) -> dict[str, dict]:
+    from gpuk8s.phases.cluster import _bootstrapped, cluster
+
+    if ctx.dry_run and not _bootstrapped(ctx):
+        return {}
+    return cluster(ctx).nodes()
+
+
+def _helm_ok(ctx: Context) -> bool:
+    f = ctx.first_cp.facts
+    return f is not None and f.helm_version == ctx.release.helm
+
+
+def _bootstrapped(ctx: Context) -> bool:
+    from gpuk8s.phases.cluster import _bootstrapped as boot
+
+    return boot(ctx)
+
+
+def _on_cp(f: RenderedFile, path: str, host: Host) -> RenderedFile:
+    return RenderedFile(path, f.content, host=host.name)
+
+
+def _archive_file(path: str, data: bytes) -> RenderedFile:
+    """A local archive as the stdin of a Change (base64; a plan shows *** rather than megabytes)."""
+    text = base64.b64encode(data).decode()
+    return RenderedFile(path, text, mode=0o600, secret_values=(text,))
+
+
+# ---- Helm -----------------------------------------------------------------------------------
+
+class InstallHelm(Phase):
+    title = "install Helm"
+
+    def applies(self, ctx: Context) -> bool:
+        return bool(gpu_hosts(ctx))
+
+    def run(self, ctx: Context) -> PhaseResult:
+        host = ctx.first_cp
+        rel = ctx.release
+        if _helm_ok(ctx):
+            return PhaseResult(self.title, notes=[f"{host.name}: helm {rel.helm} installed"])
+        arch = helm_arch(host.facts.arch if host.facts else None)
+        if arch is None:
+            raise UsageError(f"{host.name}: no Helm build for architecture "
+                             f"{(host.facts.arch if host.facts else None) or 'unknown'}")
+        sha = helm_checksum(rel, arch)
+        if not sha:
+            raise UsageError(f"no sha256 known for Helm {rel.helm} linux-{arch}: set versions.helm_sha256")
+        hint = (f"the Helm {rel.helm} archive's sha256 must be {sha} (versions.helm_sha256 / the pin "
+                "in gpuk8s/versions.py); a mismatch means a corrupt or substituted download")
+        what = f"install Helm {rel.helm} (linux-{arch}, sha256 verified) to {HELM_BIN}"
+        if rel.helm_archive:
+            data = Path(rel.helm_archive).expanduser().read_bytes()
+            host.apply(Change(host.name, what + f" from {rel.helm_archive}",
+                              Cmd("sh", "-c", _HELM_LOCAL, "gpuk8s-helm", HELM_ARCHIVE_TMP, sha, arch, HELM_BIN),
+                              file=_archive_file(HELM_ARCHIVE_TMP, data), temporary=True,
+                              timeout=300, hint=hint))
+        else:
+            host.change(what, Cmd("sh", "-c", _HELM_FETCH, "gpuk8s-helm", helm_archive_url(rel.helm, arch),
+                                  sha, arch, HELM_BIN), timeout=300, hint=hint)
+        if not ctx.dry_run:
+            from gpuk8s.facts.runtime import parse_kube_version
+
+            got = parse_kube_version(host.read(Cmd(HELM_BIN, "version", "--short")).stdout)
+            if got != rel.helm:
+                raise VerificationError(host.name, f"`{HELM_BIN} version --short`", str(got),
+                                        f"expected Helm {rel.helm}")
+            if host.facts is not None:
+                host.facts.helm_version = got
+        return PhaseResult(self.title)
+
+
+# ---- the operator ---------------------------------------------------------------------------
+
+def _values_of(f: RenderedFile) -> dict:
+    return yaml.safe_load(f.content) or {}
+
+
+def _chart_version(entry: dict | None) -> str | None:
+    """`gpu-operator-v26.7.0` (helm list's chart column) -> `v26.7.0`."""
+    chart = (entry or {}).get("chart") or ""
+    prefix = "gpu-operator-"
+    return chart[len(prefix):] if chart.startswith(prefix) else None
+
+
+def _nfd_running(nodes: dict[str, dict], current: dict | None) -> bool:
+    """NFD already runs: keep what our release said (its own NFD labels the nodes); else any
+    feature.node.kubernetes.io/ label on a node (DOMAIN 5.1)."""
+    if current is not None and isinstance(current.get("nfd"), dict) and "enabled" in current["nfd"]:
+        return not current["nfd"]["enabled"]
+    return any(k.startswith("feature.node.kubernetes.io/") for n in nodes.values() for k in node_labels(n))
+
+
+def label_gpu_nodes(ctx: Context, gnodes: list[GPUNode], nodes: dict[str, dict]) -> int:
+    """Set the labels gpuk8s owns on GPU nodes that are registered; only what differs."""
+    cp = ctx.first_cp
+    count = 0
+    for gn in gnodes:
+        if gn.name not in nodes:
+            continue   # not joined yet: LabelGPUNodes labels it after the joins
+        have = node_labels(nodes[gn.name])
+        for key, value in sorted(gpu_node_labels(ctx.inventory, gn).items()):
+            if value is None and key in have:
+                cp.change(f"unlabel node {gn.name} {key}", kubectl("label", "node", gn.name, f"{key}-"))
+                count += 1
+            elif value is not None and have.get(key) != value:
+                cp.change(f"label node {gn.name} {key}={value}",
+                          kubectl("label", "node", gn.name, f"{key}={value}", "--overwrite"))
+                count += 1
+    return count
+
+
+class InstallGPUOperator(Phase):
+    title = "install GPU Operator"
+
+    def applies(self, ctx: Context) -> bool:
+        return bool(gpu_hosts(ctx))
+
+    def run(self, ctx: Context) -> PhaseResult:
+        cp, rel = ctx.first_cp, ctx.release
+        live = _bootstrapped(ctx) or not ctx.dry_run
+        nodes = _nodes(ctx)
+        gnodes = [node_of(ctx, h, nodes) for h in gpu_hosts(ctx)]
+        readable = live and _helm_ok(ctx)
+        major = int(rel.helm.split(".", 1)[0])
+        entry = helm_release(cp, GPU_OPERATOR_RELEASE_NAME, NS, major) if readable else None
+        current = helm_values(cp, GPU_OPERATOR_RELEASE_NAME, NS) if entry else None
+        values = gpu_operator_values(ctx.inventory, rel, gnodes, nfd_running=_nfd_running(nodes, current))
+        ns_file = gpu_operator_namespace()
+        cm_file = device_plugin_config(ctx.inventory, gnodes)
+        notes: list[str] = []
+        before = len(ctx.gate.plan.changes)
+
+        have = {(o.get("kind"), (o.get("metadata") or {}).get("name")): o for o in
+                (get_objects(cp, NS, f"namespace/{NS}", f"configmap/{DEVICE_PLUGIN_CONFIGMAP}") if live else [])}
+        ns_want = yaml.safe_load(ns_file.content)
+        ns_have = have.get(("Namespace", NS))
+        ns_labels = node_labels(ns_have) if ns_have else {}
+        if ns_have is None or any(ns_labels.get(k) != v for k, v in ns_want["metadata"]["labels"].items()):
+            cp.put_file(_on_cp(ns_file, NAMESPACE_FILE, cp), f"write {NAMESPACE_FILE}")
+            cp.change(f"apply namespace {NS} (pod security: privileged)",
+                      kubectl("apply", "--server-side", "--force-conflicts", "-f", NAMESPACE_FILE))
+        cm_want = yaml.safe_load(cm_file.content)
+        cm_have = have.get(("ConfigMap", DEVICE_PLUGIN_CONFIGMAP))
+        if cm_have is None or (cm_have.get("data") or {}) != cm_want.get("data"):
+            cp.put_file(_on_cp(cm_file, CONFIGMAP_FILE, cp), f"write {CONFIGMAP_FILE}")
+            cp.change(f"apply ConfigMap {DEVICE_PLUGIN_CONFIGMAP} (device-plugin configs)",
+                      kubectl("apply", "--server-side", "--force-conflicts", "-f", CONFIGMAP_FILE))
+            if cm_have is not None and entry is not None:
+                # The operator does not watch the ConfigMap (gpu-sharing.rst): restart the plugin.
+                cp.apply(Change(cp.name, f"restart the device plugin (daemonset/{DEVICE_PLUGIN_DS}) "
+                                "for the new config",
+                                kubectl("rollout", "restart", f"daemonset/{DEVICE_PLUGIN_DS}", "-n", NS),
+                                accept_stderr="not found"))
+                notes.append("device-plugin config changed (time-slicing): device plugin restarted")
+
+        want_values = _values_of(values)
+        version_ok = _chart_version(entry) == rel.gpu_operator
+        status_ok = (entry or {}).get("status") == "deployed"
+        if entry is not None and version_ok and status_ok and current == want_values:
+            notes.append(f"release {GPU_OPERATOR_RELEASE_NAME} {rel.gpu_operator} deployed, values unchanged")
+        else:
+            cp.put_file(_on_cp(values, VALUES_FILE, cp), f"write {VALUES_FILE}")
+            if rel.gpu_operator_chart:
+                data = Path(rel.gpu_operator_chart).expanduser().read_bytes()
+                cp.apply(Change(cp.name, f"copy the chart archive {rel.gpu_operator_chart} to {CHART_ARCHIVE}",
+                                Cmd("sh", "-c", _CHART_LOCAL, "gpuk8s-chart", HELM_ARCHIVE_TMP, CHART_ARCHIVE),
+                                file=_archive_file(HELM_ARCHIVE_TMP, data), temporary=True, timeout=300))
+                chart = [CHART_ARCHIVE]
+            else:
+                chart = ["gpu-operator", "--repo", GPU_OPERATOR_REPO, "--version", rel.gpu_operator]
+            why = ("install" if entry is None else
+                   f"upgrade from {_chart_version(entry) or '?'}" if not version_ok else
+                   f"repair ({entry.get('status')})" if not status_ok else "update values")
+            cp.change(f"helm upgrade --install {GPU_OPERATOR_RELEASE_NAME} {rel.gpu_operator} ({why})",
+                      helm("upgrade", "--install", GPU_OPERATOR_RELEASE_NAME, *chart, "-n", NS,
+                           "--values", VALUES_FILE),
+                      timeout=HELM_TIMEOUT,
+                      hint=f"`helm status {GPU_OPERATOR_RELEASE_NAME} -n {NS}` on {cp.name} shows the release")
+        label_gpu_nodes(ctx, gnodes, nodes)
+        if len(ctx.gate.plan.changes) > before and not ctx.dry_run:
+            ctx.cluster_changed()
+        modes = ", ".join(f"{g.name}: {g.driver_mode} driver" for g in gnodes)
+        return PhaseResult(self.title, notes=notes + ([modes] if modes else []))
+
+
+class LabelGPUNodes(Phase):
+    """GPU workers that joined after the operator was installed get their labels now."""
+
+    title = "label GPU nodes"
+
+    def applies(self, ctx: Context) -> bool:
+        return bool(gpu_hosts(ctx))
+
+    def run(self, ctx: Context) -> PhaseResult:
+        nodes = _nodes(ctx)
+        gnodes = [node_of(ctx, h, nodes) for h in gpu_hosts(ctx)]
+        if label_gpu_nodes(ctx, gnodes, nodes) and not ctx.dry_run:
+            ctx.cluster_changed()
+        return PhaseResult(self.title)
+
+
+# ---- waiting, with diagnosis ----------------------------------------------------------------
+
+# Known failure signatures in operand logs and events (DOMAIN 6): (id, regex, fix).
+SIGNATURES: tuple[tuple[str, re.Pattern, str], ...] = (
+    ("driver-in-use", re.compile(r"driver is in use|driver module is already loaded|Could not unload NVIDIA driver", re.I),
+     "the host already has an NVIDIA driver loaded: set `gpu: {driver: host}` for this node in the "
+     "inventory (gpuk8s labels it nvidia.com/gpu.deploy.driver=false) or uninstall the host driver "
+     "and reboot, then run `gpuk8s up` again"),
+    ("kernel-headers", re.compile(r"Could not resolve Linux kernel version|Unable to find a match: kernel-headers|"
+                                  r"Unable to locate package linux-headers|kernel headers", re.I),
+     "the driver container cannot get kernel headers for the running kernel: boot a kernel the "
+     "driver container supports (hold kernel upgrades), use precompiled drivers, or install the "
+     "driver on the host (`gpu: {driver: host}`)"),
+    ("secure-boot", re.compile(r"Key was rejected by service|not signed by a key that is trusted|"
+                               r"Required key not available|Kernel module load error: Operation not permitted", re.I),
+     "UEFI Secure Boot rejects the unsigned module built in the driver container: disable Secure "
+     "Boot, or install a signed driver on the host and set `gpu: {driver: host}`"),
+    ("nouveau", re.compile(r"nouveau\S* .*(loaded|in use|bound)|Failed to enable MSI-X", re.I),
+     "the nouveau driver holds the GPU: blacklist it (`blacklist nouveau` and `options nouveau "
+     "modeset=0` in /etc/modprobe.d/blacklist-nouveau.conf), rebuild the initramfs, reboot"),
+    ("no-nvidia-runtime", re.compile(r'no runtime for "?nvidia"? is configured', re.I),
+     "containerd has no `nvidia` runtime: check the toolkit pod's logs, that /etc/containerd/config.toml "
+     "imports /etc/containerd/conf.d/*.toml, and `containerd config dump | grep -A3 runtimes.nvidia` "
+     "on the node; then restart containerd"),
+    ("drop-in-version", re.compile(r"drop-in config version \d+ higher than root config version \d+", re.I),
+     "the toolkit's drop-in has a higher config version than /etc/containerd/config.toml: let `gpuk8s "
+     "up` write the root file in containerd's native version (RUNTIME_CONFIG_SOURCE=file)"),
+    ("image-pull", re.compile(r"ErrImagePull|ImagePullBackOff|Failed to pull image|manifest unknown", re.I),
+     "an operand image cannot be pulled: check the node reaches nvcr.io (proxy, DNS, mirror) and that "
+     "a driver image exists for the node's OS and kernel"),
+    ("cuda-too-new", re.compile(r"unsatisfied condition: cuda>=\S+", re.I),
+     "the CUDA image is newer than the node's driver supports: set versions.cuda_image to an older "
+     "image or update the driver (gpu.driver_version)"),
+)
+
+
+def match_signatures(text: str) -> list[tuple[str, list[str], str]]:
+    """(signature id, the log lines that matched (at most 3), fix) for each signature found."""
+    found = []
+    lines = text.splitlines()
+    for sig, rx, fix in SIGNATURES:
+        hits = [ln.strip() for ln in lines if rx.search(ln)]
+        if hits:
+            found.append((sig, list(dict.fromkeys(hits))[:3], fix))
+    return found
+
+
+def _pod_node(pod: dict) -> str:
+    return (pod.get("spec") or {}).get("nodeName") or ""
+
+
+def _pod_ok(pod: dict) -> bool:
+    phase = (pod.get("status") or {}).get("phase")
+    if phase == "Succeeded":
+        return True
+    if phase != "Running":
+        return False
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return bool(statuses) and all(s.get("ready") for s in statuses)
+
+
+def _validator_done(pods: list[dict], node: str) -> bool:
+    """The operator validator on the node: its init containers (driver, toolkit, cuda, plugin
+    validation) ran and its main container is ready (NVIDIA/gpu-operator
+    assets/state-operator-validation/0500_daemonset.yaml)."""
+    for p in pods:
+        labels = node_labels(p)
+        if labels.get("app") == VALIDATOR_APP and _pod_node(p) == node and _pod_ok(p):
+            return True
+    return False
+
+
+def diagnose_gpu(ctx: Context, pods: list[dict] | None = None) -> str:
+    """The failing operand pods' logs and events, matched against the known signatures."""
+    cp = ctx.first_cp
+    pods = list_objects(cp, "pods", NS) if pods is None else pods
+    events = list_objects(cp, "events", NS)
+    parts: list[str] = []
+    bad = [p for p in pods if not _pod_ok(p)]
+    for p in bad[:12]:
+        name = (p.get("metadata") or {}).get("name") or "?"
+        text = []
+        st = p.get("status") or {}
+        for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
+            for k in ("waiting", "terminated"):
+                s = (cs.get("state") or {}).get(k) or {}
+                if s.get("reason") or s.get("message"):
+                    text.append(f"{cs.get('name')}: {s.get('reason', '')} {s.get('message', '')}".strip())
+        res = cp.read(kubectl("logs", "-n", NS, name, "--all-containers", "--tail", "40"), check=False)
+        text += (res.stdout or "").splitlines()
+        text += [f"event {e.get('reason', '')}: {e.get('message', '')}" for e in events
+                 if ((e.get("involvedObject") or {}).get("name")) == name]
+        joined = "\n".join(text)
+        hits = match_signatures(joined)
+        head = f"[{_pod_node(p) or '-'}] pod {name} ({st.get('phase', '?')})"
+        if hits:
+            for sig, lines, fix in hits:
+                quoted = "\n".join(f"    | {ln}" for ln in lines)
+                parts.insert(0, f"{head}: {sig}\n{quoted}\n  fix: {fix}")   # diagnoses first
+        elif text:
+            tail = "\n".join(f"    | {ln}" for ln in text[-5:])
+            parts.append(f"{head}: no known signature; last lines:\n{tail}")
+        else:
+            parts.append(f"{head}: not ready, no logs yet")
+    if not parts:
+        parts.append(f"no failing pod in {NS}; `kubectl get pods -n {NS} -o wide` on {cp.name}")
+    return ctx.log.redact("\n".join(parts))
+
+
+def _has_nvidia_runtime(dump: str) -> bool:
+    """`containerd config dump` has a runtimes.nvidia entry in a CRI runtime table."""
+    try:
+        data = tomllib.loads(dump)
+    except tomllib.TOMLDecodeError:
+        return False
+    for plugin in (data.get("plugins") or {}).values():
+        runtimes = ((plugin or {}).get("containerd") or {}).get("runtimes") if isinstance(plugin, dict) else None
+        if isinstance(runtimes, dict) and "nvidia" in runtimes:
+            return True
+    return False
+
+
+class WaitGPUOperator(Phase):
+    title = "wait for GPU Operator"
+
+    def applies(self, ctx: Context) -> bool:
+        return bool(gpu_hosts(ctx))
+
+    def run(self, ctx: Context) -> PhaseResult:
+        if ctx.dry_run:
+            return PhaseResult(self.title, notes=["dry run: not waiting"])
+        cp = ctx.first_cp
+        want = [h.name for h in gpu_hosts(ctx)]
+        deadline = time.monotonic() + ctx.options.wait_timeout
+        state, pods = "", []
+        for _ in range(100000):   # bounded by the deadline
+            policy = clusterpolicy_state(list_objects(cp, CLUSTER_POLICY))
+            pods = list_objects(cp, "pods", NS)
+            waiting = [n for n in want if not _validator_done(pods, n)]
+            if policy == "ready" and not waiting:
+                break
+            state = f"ClusterPolicy {policy or 'absent'}" + \
+                (f"; validator not done on {', '.join(waiting)}" if waiting else "")
+            stuck = [p for p in pods if _stuck(p)]
+            if stuck:   # crash-looping or unpullable: waiting longer will not help
+                names = ", ".join((p.get("metadata") or {}).get("name") or "?" for p in stuck)
+                raise WaitTimeout(f"the GPU Operator's rollout is failing ({names}): {state}\n"
+                                  f"{diagnose_gpu(ctx, pods)}")
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(f"timed out after {ctx.options.wait_timeout:g}s waiting for the GPU "
+                                  f"Operator: {state}\n{diagnose_gpu(ctx, pods)}")
+            if ctx.gate.interrupted.wait(ctx.options.poll_interval):
+                raise Interrupted("interrupted while waiting for the GPU Operator")
+        self._check_containerd(ctx)
+        return PhaseResult(self.title, notes=[f"ClusterPolicy ready; validator done on {len(want)} GPU nodes; "
+                                              "containerd has the nvidia runtime"])
+
+    def _check_containerd(self, ctx: Context) -> None:
+        def check(host: Host) -> None:
+            active = host.read(Cmd("systemctl", "is-active", "containerd"), check=False).stdout.strip()
+            if active != "active":
+                raise VerificationError(host.name, "containerd after the toolkit rollout", active or "inactive",
+                                        "`journalctl -u containerd -n 50` (a toolkit drop-in with a higher "
+                                        "config version than config.toml stops containerd)")
+            dump = host.read(Cmd("containerd", "config", "dump"), check=False).stdout
+            if not _has_nvidia_runtime(dump):
+                raise VerificationError(host.name, "`containerd config dump`", "no `nvidia` runtime",
+                                        "the toolkit's drop-in is not loaded: check that config.toml "
+                                        "imports /etc/containerd/conf.d/*.toml and the toolkit pod's logs")
+        ctx.parallel(gpu_hosts(ctx), check, "check containerd on GPU nodes")
+
+
+_STUCK = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
+          "CreateContainerConfigError")
+STUCK_RESTARTS = 3
+
+
+def _stuck(pod: dict) -> bool:
+    """A pod that will not get better by itself: an image that cannot be pulled, or a container
+    (init containers too) in CrashLoopBackOff after STUCK_RESTARTS restarts."""
+    st = pod.get("status") or {}
+    for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
+        reason = ((cs.get("state") or {}).get("waiting") or {}).get("reason") or ""
+        if reason in _STUCK and (reason != "CrashLoopBackOff" or (cs.get("restartCount") or 0) >= STUCK_RESTARTS):
+            return True
+    return False
+
+
+# ---- CUDA smoke tests -----------------------------------------------------------------------
+
+_GPU_LINE = re.compile(r"^GPU \d+: ")
+_MIG_LINE = re.compile(r"^\s+MIG \S+\s+Device\s+\d+: ")
+# Devices per GPU of a uniform MIG layout `all-<g>g.*` (MIG User Guide: 7 slices).
+_MIG_PER_GPU = {1: 7, 2: 3, 3: 2, 4: 1, 7: 1}
+
+
+def expected_devices(gn: GPUNode) -> tuple[int | None, bool]:
+    """(devices `nvidia-smi -L` must list, whether they are MIG devices); None: unknown."""
+    mig = gn.spec.mig
+    if mig is not None and gpu_models.mig_enabled(mig.config):
+        profile = gpu_models.mig_config_profile(mig.config)
+        per = _MIG_PER_GPU.get(int(profile.split("g", 1)[0])) if profile else None
+        return ((gn.gpu_count * per) if (gn.gpu_count and per) else None), True
+    return gn.gpu_count, False
+
+
+def smoke_verdict(log: str, expected: int | None, mig: bool) -> tuple[bool, str]:
+    """Pass on "Test PASSED" and the device count; the reason either way."""
+    lines = log.splitlines()
+    seen = sum(1 for ln in lines if (_MIG_LINE if mig else _GPU_LINE).match(ln))
+    what = "MIG devices" if mig else "GPUs"
+    if SMOKE_PASS_LINE not in log:
+        tail = " | ".join(ln.strip() for ln in lines[-3:] if ln.strip())
+        return False, f"vectorAdd did not print '{SMOKE_PASS_LINE}' ({tail or 'no output'})"
+    if expected is not None and seen != expected:
+        return False, f"nvidia-smi -L lists {seen} {what}, preflight found {expected}"
+    return True, f"passed ({seen} {what})"
+
+
+ALLOCATABLE_WAIT = 60.0
+
+
+def _replicas(g: GPUNode, mig: bool) -> int:
+    ts = g.spec.time_slicing
+    return ts.replicas if ts and ts.replicas and not mig else 1
+
+
+def _job_done(job: dict) -> bool | None:
+    """True: succeeded; False: failed; None: still running."""
+    st = job.get("status") or {}
+    if (st.get("succeeded") or 0) >= 1:
+        return True
+    for c in st.get("conditions") or []:
+        if c.get("type") == "Failed" and c.get("status") == "True":
+            return False
+    return None
+
+
+class SmokeTestGPUs(Phase):
+    title = "CUDA smoke test"
+    cleanup_title = "delete CUDA smoke Jobs"
+
+    def __init__(self) -> None:
+        self.created: list[str] = []   # the Jobs this run created (deleted by the cleanup)
+
+    def applies(self, ctx: Context) -> bool:
+        return bool(gpu_hosts(ctx))
+
+    def run(self, ctx: Context) -> PhaseResult:
+        cp, inv = ctx.first_cp, ctx.inventory
+        nodes = _nodes(ctx)
+        gnodes = [node_of(ctx, h, nodes) for h in gpu_hosts(ctx)]
+        rows = {g.name: _row(ctx, g, nodes.get(g.name)) for g in gnodes}
+        ctx.state.gpu_summary = list(rows.values())
+        todo = [g for g in gnodes if g.spec.smoke_test]
+        if not todo:
+            return PhaseResult(self.title, notes=["smoke_test is off"])
+        if not ctx.dry_run and not ctx.gate.plan.changes:
+            for r in rows.values():
+                r["smoke"] = "not rerun (nothing changed)"
+            return PhaseResult(self.title, notes=["nothing changed: smoke tests not rerun"])
+        failures: dict[str, str] = {}
+        jobs: dict[str, GPUNode] = {}
+        if not ctx.dry_run:
+            nodes = self._wait_allocatable(ctx, todo, nodes)
+            for g in gnodes:
+                rows[g.name]["allocatable"] = allocatable(nodes.get(g.name) or {}, rows[g.name]["resource"])
+        for g in todo:
+            expected, mig = expected_devices(g)
+            resource = smoke_resource(inv, g)
+            have = allocatable(nodes.get(g.name) or {}, resource)
+            replicas = _replicas(g, mig)
+            if not ctx.dry_run and expected is not None and have < expected * replicas:
+                failures[g.name] = (f"allocatable {resource} is {have}, but {expected} "
+                                    f"{'MIG devices' if mig else 'GPUs'}" +
+                                    (f" x {replicas} replicas" if replicas > 1 else "") +
+                                    " were found: the device plugin does not advertise every GPU "
+                                    f"(`kubectl describe node {g.name}`, device-plugin logs)")
+                continue
+            job = cuda_smoke_job(inv, ctx.release, g, gpus=expected or None)
+            path = f"{SMOKE_DIR}/{g.name}.yaml"
+            name = smoke_job_name(g.name)
+            cp.put_file(RenderedFile(path, job.content, host=cp.name), f"write {path}")
+            cp.change(f"start the CUDA smoke Job on {g.name}",
+                      kubectl("delete", "job", name, "-n", NS, "--ignore-not-found").then(
+                          "&&", kubectl("apply", "-f", path)))
+            self.created.append(name)
+            jobs[name] = g
+        if not ctx.dry_run and jobs:
+            self._wait(ctx, jobs, failures)
+        for n, why in failures.items():
+            rows[n]["smoke"] = f"failed: {why}"
+        for name, g in jobs.items():
+            if g.name not in failures:
+                rows[g.name]["smoke"] = "planned" if ctx.dry_run else "passed"
+        if failures:
+            raise VerificationError(", ".join(sorted(failures)), "the CUDA smoke test",
+                                    "; ".join(f"{n}: {w}" for n, w in sorted(failures.items())))
+        return PhaseResult(self.title, notes=[f"CUDA smoke test passed on {len(jobs)} GPU nodes"]
+                           if not ctx.dry_run else [])
+
+    def _wait_allocatable(self, ctx: Context, todo: list[GPUNode], nodes: dict[str, dict]) -> dict[str, dict]:
+        """Allocatable GPUs lag a device-plugin restart: wait (at most ALLOCATABLE_WAIT) until
+        every node advertises what it should; the caller judges what it then sees."""
+        from gpuk8s.phases.cluster import cluster
+
+        def short(ns: dict[str, dict]) -> list[str]:
+            out = []
+            for g in todo:
+                expected, mig = expected_devices(g)
+                if expected is not None and \
+                        allocatable(ns.get(g.name) or {}, smoke_resource(ctx.inventory, g)) < expected * _replicas(g, mig):
+                    out.append(g.name)
+            return out
+
+        deadline = time.monotonic() + min(ctx.options.wait_timeout, ALLOCATABLE_WAIT)
+        for _ in range(100000):   # bounded by the deadline
+            if not short(nodes) or time.monotonic() >= deadline:
+                return nodes
+            if ctx.gate.interrupted.wait(ctx.options.poll_interval):
+                raise Interrupted("interrupted while waiting for allocatable GPUs")
+            nodes = cluster(ctx).fresh_nodes()
+        return nodes
+
+    def _wait(self, ctx: Context, jobs: dict[str, GPUNode], failures: dict[str, str]) -> None:
+        cp = ctx.first_cp
+        deadline = time.monotonic() + ctx.options.wait_timeout
+        pending = dict(jobs)
+        for _ in range(100000):   # bounded by the deadline
+            items = {(j.get("metadata") or {}).get("name"): j
+                     for j in list_objects(cp, "jobs", NS, "-l", SMOKE_LABEL)}
+            for name in list(pending):
+                done = _job_done(items.get(name) or {})
+                if done is None:
+                    continue
+                g = pending.pop(name)
+                log = cp.read(kubectl("logs", "-n", NS, f"job/{name}", "--tail", "200"), check=False)
+                text = log.stdout or log.stderr
+                expected, mig = expected_devices(g)
+                ok, why = smoke_verdict(text, expected, mig)
+                if not ok or not done:
+                    hits = match_signatures(text)
+                    extra = "".join(f"; {sig}: {' / '.join(lines)} -> {fix}" for sig, lines, fix in hits)
+                    failures[g.name] = (why if ok is False else "the Job failed") + extra
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                for name, g in pending.items():
+                    failures[g.name] = f"the Job did not finish within {ctx.options.wait_timeout:g}s"
+                return
+            if ctx.gate.interrupted.wait(min(ctx.options.poll_interval, 1.0)):
+                raise Interrupted("interrupted while waiting for the CUDA smoke Jobs")
+
+    def cleanup(self, ctx: Context) -> None:
+        if not self.created or ctx.dry_run:
+            return
+        cp = ctx.first_cp
+        names = list(dict.fromkeys(self.created))
+        cp.change(f"delete the CUDA smoke Jobs ({len(names)})",
+                  kubectl("delete", "job", *names, "-n", NS, "--ignore-not-found"))
+        self.created.clear()
+
+
+def _row(ctx: Context, g: GPUNode, node: dict | None) -> dict[str, Any]:
+    """One GPU node of the summary at the end of `up`."""
+    labels = node_labels(node) if node else {}
+    if g.driver_mode == "host":
+        driver = g.driver_version
+    elif all(k in labels for k in GFD_DRIVER):
+        driver = ".".join(labels[k] for k in GFD_DRIVER)
+    else:
+        driver = g.spec.driver_version or GPU_OPERATOR_DEFAULT_DRIVER
+    ts, mig = g.spec.time_slicing, g.spec.mig
+    sharing = (f"MIG {mig.config}" if mig and gpu_models.mig_enabled(mig.config) else
+               f"time-slicing x{ts.replicas}" if ts and ts.replicas else "none")
+    resource = smoke_resource(ctx.inventory, g)
+    return {"node": g.name, "model": labels.get(GFD_PRODUCT) or ", ".join(g.models) or "?",
+            "gpus": g.gpu_count or 0, "driver_mode": g.driver_mode, "driver_version": driver or "?",
+            "allocatable": allocatable(node or {}, resource) if node else None,
+            "resource": resource, "sharing": sharing,
+            "smoke": "off" if not g.spec.smoke_test else "planned"}
+
