@@ -230,7 +230,8 @@ def check_kube_tools_version(ctx: CheckContext) -> CheckResult:
 
 @PREFLIGHT.check("helm", "Helm on the first control plane",
                  "gpuk8s installs the GPU Operator chart with Helm from the first control plane "
-                 "only.")
+                 "only; `gpuk8s up` installs the pinned Helm there (checksum verified) when a GPU "
+                 "node needs the operator.", repaired_by_up=True)
 def check_helm(ctx: CheckContext) -> CheckResult:
     cps = ctx.inventory.control_planes
     if not cps or cps[0].name != ctx.host.name:
@@ -238,13 +239,15 @@ def check_helm(ctx: CheckContext) -> CheckResult:
         return CheckResult("helm", SKIP,
                            f"Helm is only needed on the first control plane ({first})")
     raw = ctx.facts.helm_version
-    fix = "curl -fsSL https://raw.githubusercontent.com/helm/helm/main/scripts/get-helm-3 | bash"
+    pinned = ctx.release.helm if ctx.release is not None else None
+    then = f"gpuk8s up installs Helm {pinned} (checksum verified) when GPU nodes need it" \
+        if pinned else "gpuk8s up installs the pinned Helm when GPU nodes need it"
     if not raw:
-        return CheckResult("helm", WARN, "helm is not installed; the GPU Operator is installed with "
-                           f"Helm >= {HELM_MIN} from this host", fix)
+        return CheckResult("helm", WARN, f"helm is not installed: {then}", None)
     v = parse_version(raw) or (0,)
     if v < (parse_version(HELM_MIN) or (0,)):
-        return CheckResult("helm", FAIL, f"helm {raw} is older than {HELM_MIN}", fix)
+        return CheckResult("helm", FAIL, f"helm {raw} is older than {HELM_MIN}: {then}",
+                           "rm -f \"$(command -v helm)\"   # or let gpuk8s up replace it")
     return CheckResult("helm", PASS, f"helm {raw}")
 
 

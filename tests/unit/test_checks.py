@@ -163,12 +163,13 @@ def test_docs_list_checks_in_report_order():
 
 # --------------------------------------------------------------------------- repaired by up
 
-# What `up`'s host preparation repairs: swap, modules, sysctls, kubeadm's binaries, containerd
-# and its config, the Kubernetes tools. Not Helm: nothing in `up` installs it.
+# What `up` repairs: swap, modules, sysctls, kubeadm's binaries, containerd and its config, the
+# Kubernetes tools (host preparation), and Helm (InstallHelm, on clusters with GPU nodes: its
+# plan step is tested in tests/unit/test_gpu_up.py).
 REPAIRED_BY_UP = {"swap-off", "ip-forward", "bridge-netfilter", "kernel-modules",
                   "containerd-version", "containerd-cri-enabled", "containerd-systemd-cgroup",
                   "containerd-config-version", "containerd-sandbox-image", "kube-tools-version",
-                  "required-binaries"}
+                  "required-binaries", "helm"}
 
 # The step of a bare host's `up --dry-run` plan that repairs each of them.
 REPAIR_STEPS = {
@@ -188,7 +189,7 @@ REPAIR_STEPS = {
 
 
 def test_repaired_by_up_is_declared_per_check():
-    assert "helm" not in PREFLIGHT.repaired_by_up
+    assert "os-supported" not in PREFLIGHT.repaired_by_up
     assert PREFLIGHT.repaired_by_up == REPAIRED_BY_UP
     assert PREFLIGHT.repaired_by_up <= set(PREFLIGHT.ids)
 
@@ -202,7 +203,7 @@ def test_up_prepares_what_it_claims_to_repair(tmp_path, monkeypatch):
         "conntrack=/usr/sbin/conntrack\n", ""))
     report, _, _ = test_up.dry_run(test_up.inventory(n_workers=1), tmp_path)
     steps = [c.description for c in report.plan.for_host("w-1")]
-    assert set(REPAIR_STEPS) == PREFLIGHT.repaired_by_up
+    assert set(REPAIR_STEPS) == PREFLIGHT.repaired_by_up - {"helm"}   # helm: GPU clusters only
     for check_id, step in REPAIR_STEPS.items():
         assert any(step in s for s in steps), (check_id, step, steps)
 
@@ -361,7 +362,7 @@ CASES: list[tuple[str, str, str, dict]] = [
      K(facts=healthy_facts(kubectl_version="1.36.1"))),
     ("kube-tools-version", "warn", "not installed",
      K(facts=healthy_facts(kubeadm_version=None, kubelet_version=None, kubectl_version=None))),
-    ("helm", "fail", "older than 3.12", K(facts=healthy_facts(helm_version="3.8.2"))),
+    ("helm", "fail", "older than 3.12: gpuk8s up installs Helm 4.2.3", K(facts=healthy_facts(helm_version="3.8.2"))),
     ("helm", "warn", "not installed", K(facts=healthy_facts(helm_version=None))),
     ("cni-config-clean", "warn", "10-flannel.conflist",
      K(facts=healthy_facts(cni_configs=["10-flannel.conflist"]))),

@@ -130,7 +130,7 @@ def test_unreachable_host_stops_up(tmp_path):
 
 
 def test_only_checks_that_up_repairs_let_it_proceed():
-    """The checks up repairs never block; any other failure does (helm: nothing installs it)."""
+    """The checks up repairs never block; any other failure does."""
     class H:
         def __init__(self, ids):
             self.name, self.error, self.error_kind = "h", None, None
@@ -141,10 +141,10 @@ def test_only_checks_that_up_repairs_let_it_proceed():
             self.hosts = [H(ids)]
 
     repaired = PREFLIGHT.repaired_by_up
-    assert repaired and "helm" not in repaired and "swap-off" in repaired
+    assert repaired and "helm" in repaired and "swap-off" in repaired and "os-supported" not in repaired
     assert blocking_failures(R(sorted(repaired)), (), repaired) == ({}, {})
-    assert blocking_failures(R(["swap-off", "helm", "cgroup-v2"]), ("cgroup-v2",), repaired) == \
-        ({"h": ["helm"]}, {"h": ["cgroup-v2"]})
+    assert blocking_failures(R(["swap-off", "os-supported", "cgroup-v2"]), ("cgroup-v2",), repaired) == \
+        ({"h": ["os-supported"]}, {"h": ["cgroup-v2"]})
 
 
 def test_runlog_redacts_known_and_kubeadm_printed_secrets(tmp_path):
