@@ -168,3 +168,15 @@ def test_cli_internal_error_exits_70_with_one_redacted_line(monkeypatch):
     res = CliRunner().invoke(cli.app, ["preflight", "-i", "x.yaml", "--debug"])
     assert res.exit_code == 70 and "Traceback" in res.stderr
     assert "0123456789abcdef" not in res.stderr
+
+
+def test_a_malformed_containerd_config_is_a_failed_check_not_an_unreachable_host():
+    inv = make_inventory("cp-1", "w-1")
+    outs = outputs_for(inv)
+    outs["w-1"] = outs["w-1"].replace("version = 3\n", "version = 3\n[plugins.'broken\n")
+    report = run_preflight(inv, open_transport=opener(outs, []))
+    w = next(h for h in report.hosts if h.name == "w-1")
+    assert w.reachable and w.error is None
+    c = next(c for c in w.checks if c.id == "containerd-systemd-cgroup")
+    assert c.status == "fail" and "not valid TOML" in c.message
+    assert report.exit_code == EXIT_CHECKS_FAILED
