@@ -99,6 +99,10 @@ def _fail(e: BaseException, debug: bool, log) -> typer.Exit:
         ui.print_error(clean(f"internal error: {type(e).__name__}: {first}") +
                        ("" if debug else " (run again with --debug for the traceback)"))
         code = EXIT_INTERNAL
+        if log is not None:   # the whole (redacted) traceback, for the report of the bug
+            import traceback
+
+            log.write("-", "internal error:\n" + "".join(traceback.format_exception(e)))
     else:
         raise e
     if log is not None and log.path is not None:
@@ -106,7 +110,9 @@ def _fail(e: BaseException, debug: bool, log) -> typer.Exit:
     if debug:
         import traceback
 
-        sys.stderr.write(clean("".join(traceback.format_exception(e))))
+        from gpuk8s.shell import printable
+
+        sys.stderr.write(printable(clean("".join(traceback.format_exception(e))), lines=True))
     return typer.Exit(code)
 
 
