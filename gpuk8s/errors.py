@@ -64,7 +64,8 @@ class TransportError(Gpuk8sError):
     """A host could not be reached or a command could not be run on it.
 
     `kind` is one of: refused, timeout, unreachable, dns, auth, host-key-unknown,
-    host-key-changed, sudo-password, protocol, identity (the identity file cannot be used),
+    host-key-changed, host-key-revoked (known_hosts marks the key @revoked), sudo-password,
+    protocol, identity (the identity file cannot be used),
     closed (the connection was closed or never opened), lost (the host stopped answering or the
     connection dropped in the middle of a command), interrupted (the run was interrupted).
     """

@@ -161,6 +161,8 @@ def check_nvidia_driver(ctx: CheckContext) -> CheckResult:
                            "pod would fail with 'module already loaded'",
                            f"{purge}\nreboot   # or set gpu.driver: host (or auto) in "
                            f"{ctx.inventory.path}")
+    if loaded and f.nvml_error and "Driver/library version mismatch" in f.nvml_error:
+        return _nvml_mismatch(ctx, ver)
     if loaded:
         if f.nvidia_smi_ok:
             return CheckResult("nvidia-driver", PASS,
@@ -184,6 +186,36 @@ def check_nvidia_driver(ctx: CheckContext) -> CheckResult:
     return CheckResult("nvidia-driver", PASS,
                        "no host driver: GPU Operator deploys the driver container "
                        "(driver.enabled=true)")
+
+
+# The loaded module's users first: nvidia_drm needs nvidia_modeset, and nvidia_uvm, nvidia_modeset
+# and nvidia_peermem need nvidia (the "Used by" column of /proc/modules).
+_NVIDIA_MODULES_UNLOAD_ORDER = ("nvidia_drm", "nvidia_modeset", "nvidia_uvm", "nvidia_peermem",
+                                "nvidia")
+
+
+def _nvml_mismatch(ctx: CheckContext, ver: str) -> CheckResult:
+    """nvidia-smi cannot initialise NVML while the kernel module is loaded: after a driver upgrade
+    without a reboot the user-space library (NVML) is newer than the module still loaded.
+    A failure, not a warning: with driver.enabled=false the Container Toolkit and the device
+    plugin load the same NVML, fail the same way ("nvml error: driver/library version mismatch"),
+    and `up` would end with a GPU node that never gets nvidia.com/gpu."""
+    f = ctx.facts
+    quoted = f.nvml_error or ""
+    loaded = [m for m in _NVIDIA_MODULES_UNLOAD_ORDER if m in f.modules]
+    if "nvidia" not in loaded:
+        loaded.append("nvidia")
+    lib = f" {f.nvml_library_version}" if f.nvml_library_version else ""
+    return CheckResult(
+        "nvidia-driver", FAIL,
+        f"nvidia-smi: '{quoted}': the loaded kernel module is {ver} but the installed user-space "
+        f"NVML{lib} differs (driver upgraded without a reboot); the GPU Operator's toolkit and "
+        "device plugin fail the same way and the node gets no nvidia.com/gpu",
+        "reboot   # loads the installed driver's module\n"
+        "# or, when no process uses the GPUs (rmmod refuses 'Module nvidia is in use' "
+        "otherwise; then reboot):\n"
+        "systemctl stop nvidia-persistenced nvidia-fabricmanager nvidia-dcgm 2>/dev/null; "
+        f"rmmod {' '.join(loaded)} && modprobe nvidia && nvidia-smi")
 
 
 def _models_on_bus(f: Facts) -> tuple[dict[str, int], list[str]]:
@@ -248,6 +280,17 @@ def check_gpu_mig(ctx: CheckContext) -> CheckResult:
         return skip
     mig = ctx.inventory.gpu_for(ctx.host).mig
     if mig is None or not gpu_models.mig_enabled(mig.config):
+        wrong, reset = _mig_mode_off(ctx.facts, "disabled")
+        if wrong:
+            return CheckResult(
+                "gpu-mig", WARN,
+                f"MIG mode is Enabled on {', '.join(wrong)} but MIG is not configured for this "
+                "node (all-disabled): the GPUs offer no whole-GPU nvidia.com/gpu until MIG "
+                "Manager disables it, which needs the GPUs idle and a GPU reset",
+                _mig_mode_fix(wrong, 0))
+        if reset:
+            return _mig_reset_result(f"MIG not configured for this node (all-disabled): MIG mode "
+                                     f"on {', '.join(reset)} is Enabled, Disabled", reset)
         return CheckResult("gpu-mig", PASS, "MIG not configured for this node (all-disabled)")
     known, unknown = _models_on_bus(ctx.facts)
     errors = [err for name in known
@@ -261,9 +304,43 @@ def check_gpu_mig(ctx: CheckContext) -> CheckResult:
                            f"mig.config {mig.config}: {', '.join(unknown)} not in gpuk8s's GPU "
                            "table, MIG support not checked",
                            "nvidia-smi --query-gpu=name,mig.mode.current --format=csv")
+    wrong, reset = _mig_mode_off(ctx.facts, "enabled")
+    if wrong:
+        return CheckResult(
+            "gpu-mig", WARN,
+            f"mig.config {mig.config} but MIG mode is Disabled on {', '.join(wrong)}: MIG "
+            "Manager must enable it, which needs the GPUs idle and a GPU reset",
+            _mig_mode_fix(wrong, 1))
+    if reset:
+        return _mig_reset_result(f"mig.config {mig.config}: MIG mode on {', '.join(reset)} is "
+                                 "Disabled, Enabled", reset)
     return CheckResult("gpu-mig", PASS,
                        f"mig.config {mig.config} fits {', '.join(known)} "
                        f"(strategy {mig.strategy})")
+
+
+def _mig_mode_off(f: Facts, wanted: str) -> tuple[list[str], list[str]]:
+    """GPUs with a known MIG mode other than `wanted`: (those whose pending mode is not `wanted`
+    either, those where only a GPU reset is missing). GPUs without MIG ("[N/A]") are left out."""
+    wrong = [g.pci_address for g in f.gpus
+             if g.mig_mode is not None and (g.mig_mode_pending or g.mig_mode) != wanted]
+    reset = [g.pci_address for g in f.gpus
+             if g.mig_mode is not None and g.mig_mode != wanted and g.mig_mode_pending == wanted]
+    return wrong, reset
+
+
+def _mig_reset_result(message: str, addresses: list[str]) -> CheckResult:
+    return CheckResult("gpu-mig", WARN, f"{message} pending a GPU reset",
+                       "\n".join(f"nvidia-smi -i {a} -r" for a in addresses)
+                       + "   # with no process on the GPU; or reboot")
+
+
+def _mig_mode_fix(addresses: list[str], mode: int) -> str:
+    """Set MIG mode now (root, no process on the GPU); a mode left pending applies at the GPU's
+    reset. `-i` takes a PCI bus id (NVML nvmlDeviceGetHandleByPciBusId_v2: domain:bus:device.function);
+    MIG mode persists across reboots (NVIDIA MIG User Guide, "Enable MIG Mode")."""
+    return "\n".join(f"nvidia-smi -i {a} -mig {mode}" for a in addresses) + (
+        "\n# 'pending' in nvidia-smi -q: reset the GPU (nvidia-smi -i ADDRESS -r) or reboot")
 
 
 @PREFLIGHT.check("gpu-os-consistent", "Same OS on all driver-container GPU nodes",

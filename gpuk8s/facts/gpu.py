@@ -84,11 +84,36 @@ def parse_nvidia_smi(text: str | None) -> tuple[bool | None, str | None, dict[st
             if len(cols) >= 7 and re.fullmatch(r"0x[0-9a-fA-F]{8}", cols[6]):
                 gpus[addr]["device_id"] = "0x" + cols[6][2:6].lower()
                 gpus[addr]["vendor_id"] = "0x" + cols[6][6:10].lower()
+            # mig.mode.current (column 6) and mig.mode.pending (column 8): "Enabled"/"Disabled",
+            # "[N/A]" on GPUs without MIG (L4, T4), which leaves the key out
+            for key, i in (("mig_mode", 5), ("mig_mode_pending", 7)):
+                if len(cols) > i and cols[i] in ("Enabled", "Disabled"):
+                    gpus[addr][key] = cols[i].lower()
         else:
             errors.append(line.strip())
     ok = rc == 0 and bool(gpus)
     error = None if ok else (" ".join(errors) or f"nvidia-smi exited {rc}")
     return ok, error, gpus
+
+
+# NVML's initialisation failure, as nvidia-smi prints it (its exit code is the NVML return code:
+# 18 for NVML_ERROR_LIB_RM_VERSION_MISMATCH). Drivers from about R535 add a second line with the
+# user-space library's version, e.g. anderskm/gputil#55 ("NVML library version: 535.161", `echo
+# $?` 18), mozilla/translations#1167 ("nvidia-smi failed with return code 18", both lines on stdout).
+_NVML_INIT = re.compile(r"^Failed to initialize NVML: (.+)$")
+_NVML_LIB = re.compile(r"^NVML library version: (\S+)$")
+
+
+def parse_nvml_error(text: str | None) -> tuple[str | None, str | None]:
+    """nvidia-smi output -> (the 'Failed to initialize NVML: ...' line, NVML library version)."""
+    error = library = None
+    for line in nonblank_lines(text):
+        line = line.strip()
+        if m := _NVML_INIT.match(line):
+            error = error or line
+        elif m := _NVML_LIB.match(line):
+            library = library or m.group(1)
+    return error, (library if error else None)
 
 
 def _gpu_name(device: dict[str, str], smi_name: str | None) -> str | None:
@@ -101,7 +126,8 @@ def _gpu_name(device: dict[str, str], smi_name: str | None) -> str | None:
 def _gpus_from_smi(smi_gpus: dict[str, dict[str, str]]) -> list[GPU]:
     """The NVIDIA GPUs nvidia-smi lists, bound to the nvidia driver since it answers."""
     return [GPU(pci_address=addr, vendor_id=NVIDIA_VENDOR, device_id=g.get("device_id", ""),
-                name=g.get("name"), driver="nvidia")
+                name=g.get("name"), driver="nvidia", mig_mode=g.get("mig_mode"),
+                mig_mode_pending=g.get("mig_mode_pending"))
             for addr, g in sorted(smi_gpus.items())
             if g.get("vendor_id", NVIDIA_VENDOR) == NVIDIA_VENDOR]
 
@@ -120,9 +146,11 @@ def parse_gpus(pci: str | None, pci_driver: str | None, lspci: str | None, nvidi
         if d.get("vendor") != NVIDIA_VENDOR:
             continue
         cls = d.get("class", "")
+        smi = smi_gpus.get(addr, {})
         gpu = GPU(pci_address=addr, vendor_id=NVIDIA_VENDOR, device_id=d.get("device", ""),
-                  name=_gpu_name(d, smi_gpus.get(addr, {}).get("name")),
-                  class_id=cls or None, driver=d.get("driver"))
+                  name=_gpu_name(d, smi.get("name")),
+                  class_id=cls or None, driver=d.get("driver"),
+                  mig_mode=smi.get("mig_mode"), mig_mode_pending=smi.get("mig_mode_pending"))
         if cls.startswith("0x03"):          # display controller: VGA 0x0300xx or 3D 0x0302xx
             gpus.append(gpu)
         else:
@@ -133,9 +161,17 @@ def parse_gpus(pci: str | None, pci_driver: str | None, lspci: str | None, nvidi
 
 
 def parse_nvidia_version(text: str | None) -> str | None:
-    """/proc/driver/nvidia/version ('... Kernel Module  595.91.07 ...') or /sys/module/nvidia/version."""
+    """/proc/driver/nvidia/version or /sys/module/nvidia/version -> '595.91.07'.
+
+    The open module: 'NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.126.09  Release
+    Build  (dvs-builder@...)  Wed Jan  7 ...' (cpnr/computing#109); the proprietary one: 'NVRM
+    version: NVIDIA UNIX x86_64 Kernel Module  580.173.02  Tue Jun 23 08:38:17 UTC 2026'
+    (zzzhouuu/truenas-nvidia-drivers#19). The number after 'Kernel Module' (either wording), else
+    the first driver-like number on a line that is not the GCC line."""
     for line in nonblank_lines(text):
-        m = re.search(r"(\d{3}\.\d+(?:\.\d+)?)", line)
+        m = (re.search(r"Kernel Module(?: for \S+)?\s+(\d{3}\.\d+(?:\.\d+)?)\b", line)
+             or (None if line.startswith("GCC version:")
+                 else re.search(r"(\d{3}\.\d+(?:\.\d+)?)", line)))
         if m:
             return m.group(1)
     return None

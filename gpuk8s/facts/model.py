@@ -23,6 +23,8 @@ class GPU:
     name: str | None = None
     class_id: str | None = None
     driver: str | None = None       # kernel driver bound (nvidia, nouveau, vfio-pci) or None
+    mig_mode: str | None = None          # nvidia-smi mig.mode.current: enabled | disabled; None: no MIG / unknown
+    mig_mode_pending: str | None = None  # mig.mode.pending (differs until a GPU reset or reboot)
 
 
 @dataclass
@@ -84,6 +86,8 @@ class Facts:
     nvidia_kernel_module: str | None = None  # "open" | "proprietary" (GPU Operator kernelModuleType)
     nvidia_smi_ok: bool | None = None      # None: nvidia-smi not installed
     nvidia_smi_error: str | None = None
+    nvml_error: str | None = None          # "Failed to initialize NVML: Driver/library version mismatch"
+    nvml_library_version: str | None = None  # the user-space NVML's version nvidia-smi reports with it
     nouveau_loaded: bool | None = None
     nouveau_blacklisted: bool | None = None
     secure_boot: bool | None = None        # None: unknown / not UEFI-reported

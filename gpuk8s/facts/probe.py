@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from gpuk8s.errors import TransportError
 from gpuk8s.facts.gpu import (nouveau_loaded, parse_driver, parse_gpus, parse_nouveau_settings,
-                              parse_nvidia_module_type)
+                              parse_nvidia_module_type, parse_nvml_error)
 from gpuk8s.facts.model import Facts
 from gpuk8s.facts.network import parse_endpoint, parse_listen, parse_network, parse_ufw_conf
 from gpuk8s.facts.runtime import (parse_containerd_config, parse_containerd_version,
@@ -142,6 +142,7 @@ SECTION_PARSERS: tuple[SectionParser, ...] = (
     _row("nvidia_version nvidia_smi", "nvidia_driver_version nvidia_smi_ok nvidia_smi_error",
          parse_driver),
     _row("nvidia_version", "nvidia_kernel_module", parse_nvidia_module_type),
+    _row("nvidia_smi", "nvml_error nvml_library_version", parse_nvml_error),
     _row("", "nouveau_loaded", nouveau_loaded, uses="modules gpus"),
     # conf_grep holds both modprobe.d's nouveau lines and APT's unattended-upgrade settings.
     _row("conf_grep modprobe_nouveau cmdline", "nouveau_blacklisted", parse_nouveau_settings),

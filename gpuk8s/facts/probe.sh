@@ -86,7 +86,7 @@ done
 s lspci; command -v lspci >/dev/null 2>&1 && lspci -Dnn -d 10de: 2>/dev/null
 s nvidia_smi
 if command -v nvidia-smi >/dev/null 2>&1; then
-  t nvidia-smi --query-gpu=index,pci.bus_id,name,driver_version,memory.total,mig.mode.current,pci.device_id --format=csv,noheader 2>&1
+  t nvidia-smi --query-gpu=index,pci.bus_id,name,driver_version,memory.total,mig.mode.current,pci.device_id,mig.mode.pending --format=csv,noheader 2>&1
   echo "rc=$?"
 fi
 s nvidia_version; r /proc/driver/nvidia/version; r /sys/module/nvidia/version

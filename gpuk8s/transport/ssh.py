@@ -22,7 +22,8 @@ import time
 import paramiko
 
 from gpuk8s.errors import TransportError
-from gpuk8s.shell import Cmd, quote
+from gpuk8s.shell import Cmd, printable, quote
+from gpuk8s.transport import known_hosts
 from gpuk8s.transport.base import Result, check_sudo, may_start_after_abort, wrap_sudo
 
 # paramiko logs connection failures with tracebacks; gpuk8s reports them itself, per host.
@@ -37,6 +38,16 @@ paramiko.util.constant_time_bytes_eq = hmac.compare_digest
 # never reads one half-written).
 _KNOWN_HOSTS_LOCK = threading.Lock()
 _READ_CHUNK = 65536
+
+# SSH handshakes (TCP connect, key exchange, authentication) in flight, process-wide, bounded
+# apart from the sessions in flight (--parallel): a handshake is CPU-bound (the key exchange
+# on both ends), so 150 at once on a small machine starve each other past the connect timeout
+# and healthy hosts read as unreachable. A handshake waits here first; its timeouts start only
+# once it holds a slot, so a timeout means the host did not answer, not that gpuk8s was busy.
+# Commands on established sessions are not bounded by this.
+HANDSHAKES_IN_FLIGHT = max(4, 2 * (os.cpu_count() or 1))
+_HANDSHAKES = threading.BoundedSemaphore(
+    int(os.environ.get("GPUK8S_SSH_HANDSHAKES", "0") or 0) or HANDSHAKES_IN_FLIGHT)
 
 
 _PARSED: dict[tuple[str, str], tuple[tuple[int, int], object]] = {}
@@ -57,18 +68,74 @@ def _parsed_once(kind: str, path: str, parse):
         return hit[1]
 
 
-def _load_host_keys(path: str) -> list:
-    keys = paramiko.HostKeys()
-    keys.load(path)
-    return keys._entries
+_log = logging.getLogger("gpuk8s.known_hosts")
 
 
-def _known_hosts_entries(path: str) -> list:
+def _load_known_hosts(path: str) -> known_hosts.KnownHosts:
+    """Parse known_hosts; its skipped lines are logged once per file version (not per host)."""
+    kh = known_hosts.load(path)
+    for w in kh.warnings:
+        _log.warning("warning: %s", w)
+    return kh
+
+
+def _known_hosts_entries(path: str) -> known_hosts.KnownHosts:
     """known_hosts entries (with N hosts, parsing per connection would cost N x N key decodes)."""
     try:
-        return _parsed_once("known_hosts", path, _load_host_keys)
+        return _parsed_once("known_hosts", path, _load_known_hosts)
     except FileNotFoundError:
-        return []
+        return known_hosts.KnownHosts(path)
+
+
+class _HostKeys(paramiko.HostKeys):
+    """paramiko's view of known_hosts, answered from gpuk8s's OpenSSH-style reader: the plain
+    keys of the host ({type: key}, file order; paramiko prefers the first type)."""
+
+    def __init__(self, kh: known_hosts.KnownHosts):
+        super().__init__()
+        self.kh = kh
+        self.returned: dict[str, _KeyDict] = {}
+
+    def lookup(self, hostname):
+        d = _KeyDict()
+        for k in self.kh.keys_for(hostname):
+            d.setdefault(k.get_name(), k)
+        if not d:
+            return None
+        self.returned[hostname] = d
+        return d
+
+
+class _KeyDict(dict):
+    def keys(self):   # paramiko indexes keys()[0]
+        return list(super().keys())
+
+
+class _HostKeyRevoked(Exception):
+    def __init__(self, entry: known_hosts.Entry, key: paramiko.PKey):
+        self.entry, self.key = entry, key
+        super().__init__(f"{entry.path}:{entry.lineno}")
+
+
+def _verifying_transport(client: paramiko.SSHClient, name: str):
+    """A paramiko Transport factory that checks the host's key against known_hosts' `@revoked`
+    lines right after the key exchange (before any authentication), like OpenSSH; and accepts
+    any of several known keys of one type (paramiko compares with one)."""
+
+    class _Transport(paramiko.Transport):
+        def start_client(self, event=None, timeout=None):
+            super().start_client(event=event, timeout=timeout)
+            key = self.get_remote_server_key()
+            hostkeys: _HostKeys = client.get_host_keys()   # set by SSHTransport._new_client
+            revoked = hostkeys.kh.revoked_for(name, key)
+            if revoked is not None:
+                self.close()
+                raise _HostKeyRevoked(revoked, key)
+            d = hostkeys.returned.get(name)
+            if d is not None and any(k == key for k in hostkeys.kh.keys_for(name)):
+                d[key.get_name()] = key
+
+    return _Transport
 
 
 def _private_key(path: str) -> paramiko.PKey | None:
@@ -219,11 +286,11 @@ class SSHTransport:
     def _new_client(self) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
         try:
-            entries = _known_hosts_entries(self.known_hosts)
+            kh = _known_hosts_entries(self.known_hosts)
         except (OSError, paramiko.SSHException, ValueError) as e:
             raise TransportError("host-key-unknown",
                                  f"{self.host_name}: cannot read known_hosts {self.known_hosts}: {e}")
-        client.get_host_keys()._entries = list(entries)  # per-client copy of the parsed file
+        client._host_keys = _HostKeys(kh)   # per client: the parsed file is shared, read-only
         client.set_missing_host_key_policy(_VerifyPolicy(self.known_hosts, self.accept_new))
         return client
 
@@ -243,16 +310,28 @@ class SSHTransport:
         timeout = self.settings.connect_timeout
         where = f"{self.host_name}: {label}{user}@{known_hosts_name(address, port)}"
         key_file = os.path.expanduser(identity_file) if identity_file else None
+        with _HANDSHAKES:   # the timeouts below start when the handshake does
+            self._handshake(client, address, port, user, key_file, sock, timeout, where)
+
+    def _handshake(self, client, address, port, user, key_file, sock, timeout, where):
         try:
             if sock is None:
                 sock = socket.create_connection((address, port), timeout=timeout)
             pkey = _private_key(key_file) if key_file else None
             client.connect(
                 address, port=port, username=user, pkey=pkey,
+                transport_factory=_verifying_transport(client, known_hosts_name(address, port)),
                 key_filename=None if pkey is not None else key_file, sock=sock,
                 timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
                 allow_agent=True, look_for_keys=key_file is None,
             )
+        except _HostKeyRevoked as e:
+            raise TransportError(
+                "host-key-revoked",
+                f"{where}: HOST KEY REVOKED: the host offers {e.key.get_name()} {fingerprint(e.key)}, "
+                f"which {quote(e.entry.path)} line {e.entry.lineno} marks @revoked. gpuk8s refuses "
+                f"it; do not connect until the host has a new key.",
+            ) from None
         except _HostKeyUnknown as e:
             raise TransportError(
                 "host-key-unknown",
@@ -270,8 +349,8 @@ class SSHTransport:
                 f"`ssh-keygen -R {quote(known_hosts_name(address, port))} -f {quote(self.known_hosts)}`.",
             ) from None
         except paramiko.PasswordRequiredException:
-            raise TransportError("auth", f"{where}: the private key {key_file} is encrypted; load it "
-                                         f"into ssh-agent (`ssh-add {key_file}`)") from None
+            raise TransportError("auth", f"{where}: the private key {printable(key_file)} is encrypted; "
+                                         f"load it into ssh-agent (`ssh-add {quote(key_file)}`)") from None
         except paramiko.AuthenticationException as e:
             raise TransportError("auth", f"{where}: authentication failed ({e}); check ssh.user and "
                                          f"ssh.identity_file, or ssh-agent") from None
@@ -293,9 +372,12 @@ class SSHTransport:
 
     def connect(self) -> None:
         s = self.settings
+        self._require_identity_files()
         client = self._new_client()
         try:
-            sock = self._open_socket(self.address, s.port, s.connect_timeout)
+            # Direct: the TCP connect happens in _connect_client, inside the handshake bound.
+            sock = None if s.bastion is None else self._open_socket(self.address, s.port,
+                                                                     s.connect_timeout)
         except TransportError:
             raise
         except (OSError, paramiko.SSHException) as e:
@@ -307,6 +389,16 @@ class SSHTransport:
         if tr is not None:
             tr.set_keepalive(15)
         self._client = client
+
+    def _require_identity_files(self) -> None:
+        """A missing identity file is named before any connection is tried."""
+        s = self.settings
+        for what, path in (("ssh.identity_file", s.identity_file),
+                           ("ssh.bastion.identity_file", s.bastion.identity_file if s.bastion else None)):
+            if path and not os.path.isfile(os.path.expanduser(path)):
+                raise TransportError("auth", f"{self.host_name}: the identity file "
+                                             f"{printable(os.path.expanduser(path))} does not exist "
+                                             f"({what} in the inventory)")
 
     # ------------------------------------------------------------------ run
     def run(self, cmd: Cmd, *, stdin: bytes | str | None = None, timeout: float | None = None,

@@ -213,12 +213,30 @@ class GPU:
     model: str = "L4"
     audio: bool = False
     pci_address: str | None = None     # "0000:01:00.0"; default: one bus per GPU
+    mig: str | None = None             # "Enabled" | "Disabled" (MIG-capable models); None: the model's
+    mig_pending: str | None = None     # mig.mode.pending; None: same as the current mode
+
+    def __post_init__(self) -> None:
+        for value in (self.mig, self.mig_pending):
+            if value is not None and (value not in ("Enabled", "Disabled")
+                                      or self.spec.mig == "[N/A]"):
+                raise ValueError(f"{self.model}: MIG mode {value!r} (only Enabled/Disabled, and "
+                                 "only on a MIG-capable model)")
 
     @property
     def spec(self) -> GPUModel:
         if self.model not in GPU_MODELS:
             raise ValueError(f"unknown GPU model {self.model!r}; known: {sorted(GPU_MODELS)}")
         return GPU_MODELS[self.model]
+
+    @property
+    def mig_current(self) -> str:
+        """nvidia-smi mig.mode.current: "[N/A]" on GPUs without MIG."""
+        return self.mig or self.spec.mig
+
+    @property
+    def mig_pending_mode(self) -> str:
+        return self.mig_pending or self.mig_current
 
 
 # --------------------------------------------------------------------------- users
@@ -297,6 +315,9 @@ class HostFixture:
     lspci: bool = True                          # pciutils installed
     nvidia_driver: str | None = None            # loaded driver version, e.g. "595.91.07"
     nvidia_smi: bool | None = None              # None: installed iff the driver is loaded
+    nvidia_kernel_module: str = "open"          # /proc/driver/nvidia/version wording: open | proprietary
+    nvml_mismatch: str | None = None            # user-space NVML after a driver upgrade without reboot,
+                                                # "595.58": nvidia-smi fails (Driver/library version mismatch)
     nouveau: bool = False                       # nouveau module loaded (bound to GPUs without nvidia)
     nouveau_blacklisted: bool = False           # /etc/modprobe.d/blacklist-nouveau.conf
     cmdline: str | None = None                  # /proc/cmdline; None: a plausible default
@@ -325,6 +346,9 @@ class HostFixture:
     fail_join: bool | str = False               # kubeadm join fails preflight: True -> [ERROR Port-10250];
                                                 # a string -> [ERROR KubeletVersion]: <string>
     kubelet_never_ready: bool = False           # the node registers but never turns Ready
+    gpu_faults: tuple[str, ...] = ()            # GPU Operator faults (sim/gpuop.py): "no-runtime" (the toolkit's
+                                                # drop-in never loads), "unhealthy-gpu" (the device plugin marks one GPU unhealthy),
+                                                # "driver-in-use" (a host driver module loads after preflight)
 
     @classmethod
     def bare(cls, name: str, os: str = "ubuntu-24.04", roles: tuple[str, ...] = ("worker",),
@@ -343,6 +367,10 @@ class HostFixture:
     def __post_init__(self) -> None:
         if self.cgroup not in (None, 1, 2):
             raise ValueError("cgroup must be 1 or 2")
+        if self.nvidia_kernel_module not in ("open", "proprietary"):
+            raise ValueError("nvidia_kernel_module must be 'open' or 'proprietary'")
+        if self.nvml_mismatch and not self.nvidia_driver:
+            raise ValueError("nvml_mismatch needs a loaded driver (nvidia_driver)")
         if self.kube is not None:
             for tool in ("kubeadm", "kubelet", "kubectl"):
                 if getattr(self, tool) == DEFAULT:

@@ -1107,6 +1107,8 @@ LogLevel INFO
         self.write(f"{d}/invocations.log", "", 0o666)
         self.mkdir(f"{d}/nvidia")
         self.write(f"{d}/nvidia/driver_version", (fx.nvidia_driver or "") + "\n")
+        if fx.nvml_mismatch:
+            self.write(f"{d}/nvidia/nvml_mismatch", fx.nvml_mismatch + "\n")
         gpus, lspci = [], []
         for dev in fx.pci_devices():
             lspci.append(dev["lspci"])
@@ -1116,8 +1118,10 @@ LogLevel INFO
                 bus = f"{int(dom, 16):08X}:{rest.upper()}"
                 gpu_uuid = "GPU-" + str(uuid.uuid5(uuid.NAMESPACE_URL, f"{h.product_uuid}/{dev['address']}"))
                 serial = str(int(hashlib.sha256(gpu_uuid.encode()).hexdigest(), 16))[:13]
-                gpus.append(f"{dev['index']}|{bus}|{spec.smi_name}|{spec.memory_mib}|{spec.mig}|{gpu_uuid}"
-                            f"|0x{spec.device_id[2:].upper()}10DE|{spec.compute_cap}|{serial}")
+                gpu = dev["gpu"]
+                gpus.append(f"{dev['index']}|{bus}|{spec.smi_name}|{spec.memory_mib}|{gpu.mig_current}|{gpu_uuid}"
+                            f"|0x{spec.device_id[2:].upper()}10DE|{spec.compute_cap}|{serial}"
+                            f"|{gpu.mig_pending_mode}")
         self.write(f"{d}/nvidia/gpus", "".join(g + "\n" for g in gpus))
         base = ["0000:00:00.0 Host bridge [0600]: Intel Corporation Sky Lake-E DMI3 Registers [8086:2020] (rev 07)",
                 "0000:00:03.0 Ethernet controller [0200]: Intel Corporation Ethernet Controller E810-C for QSFP [8086:1592] (rev 02)"]
@@ -1244,10 +1248,15 @@ LogLevel INFO
         pd.mkdir(exist_ok=True)
         if fx.nvidia_driver:
             (pd / "nvidia").mkdir()
+            # The open module (cpnr/computing#109) and the proprietary one
+            # (zzzhouuu/truenas-nvidia-drivers#19: "NVIDIA UNIX x86_64 Kernel Module  580.173.02  <date>")
+            first = (f"NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  {fx.nvidia_driver}  Release Build  "
+                     "(dvs-builder@U22-I3-AE18-23-3)  Mon Aug 11 10:00:00 UTC 2026\n"
+                     if fx.nvidia_kernel_module == "open" else
+                     f"NVRM version: NVIDIA UNIX x86_64 Kernel Module  {fx.nvidia_driver}  "
+                     "Mon Aug 11 10:00:00 UTC 2026\n")
             (pd / "nvidia/version").write_text(
-                f"NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  {fx.nvidia_driver}  Release Build  "
-                "(dvs-builder@U22-I3-AE18-23-3)  Mon Aug 11 10:00:00 UTC 2026\n"
-                "GCC version:  gcc version 13.3.0 (Ubuntu 13.3.0-6ubuntu2~24.04)\n")
+                first + "GCC version:  gcc version 13.3.0 (Ubuntu 13.3.0-6ubuntu2~24.04)\n")
 
     def proc_files(self) -> None:
         fx, h = self.fx, self.h

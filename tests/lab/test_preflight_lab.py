@@ -94,6 +94,10 @@ BROKEN = [
     node("hybrid", gpus=[GPU("L4", audio=True)] * 2, nvidia_driver="595.91.07"),
     node("nolspci", gpus=[GPU("A100")] * 2, lspci=False),
     node("smifail", gpus=[GPU("A100")], nvidia_smi=True),
+    # driver upgraded to 595.91.07 without a reboot: 580.95.05 (proprietary module) still loaded
+    node("nvml", gpus=[GPU("H100")], nvidia_driver="580.95.05", nvml_mismatch="595.91.07",
+         nvidia_kernel_module="proprietary"),
+    node("mig-on", gpus=[GPU("H100", mig="Enabled")] * 2, nvidia_driver="595.91.07"),
     node("busyport", listening_ports=(10250,)),
     # no iproute2 (no ip, no ss): links, addresses, routes and sockets come from /sys and /proc
     node("noiproute", binaries=tuple(b for b in DEFAULT_BINARIES if b != "ip"), listening_ports=(10250,)),
@@ -144,6 +148,14 @@ EXPECTED = [
     ("nolspci", "gpu-present", "pass", "2 x NVIDIA A100-SXM4-80GB (0x20b2)", None),
     ("smifail", "gpu-present", "pass", "1 x NVIDIA A100", None),
     ("smifail", "nvidia-driver", "pass", "GPU Operator deploys the driver container", None),
+    ("nvml", "nvidia-driver", "fail",
+     "'Failed to initialize NVML: Driver/library version mismatch': the loaded kernel module is "
+     "580.95.05 but the installed user-space NVML 595.91 differs",
+     "rmmod nvidia_drm nvidia_modeset nvidia_uvm nvidia && modprobe nvidia && nvidia-smi"),
+    ("mig-on", "gpu-mig", "warn", "MIG mode is Enabled on 0000:01:00.0, 0000:02:00.0",
+     "nvidia-smi -i 0000:01:00.0 -mig 0"),
+    ("mig-on", "nvidia-driver", "pass", "host driver 595.91.07", None),
+    ("hybrid", "gpu-mig", "pass", "MIG not configured", None),
     ("busyport", "ports-free", "fail", "10250 (kubelet)", "ss -ltnp '( sport = :10250 )'"),
     ("noiproute", "required-binaries", "fail", "missing ip (kubeadm FileExisting errors)", "iproute2"),
     ("noiproute", "ports-free", "fail", "10250 (kubelet)", "ss -ltnp"),
@@ -587,3 +599,25 @@ def test_local_preflight_on_this_machine() -> None:
     assert h["reachable"] is True and h["address"] == "localhost"
     assert [c["id"] for c in h["checks"]] == list(CHECK_IDS)
     assert isinstance(h["facts"]["uid"], int) and h["facts"]["os"]["id"]
+
+
+# --------------------------------------------------------------------------- 9. NVIDIA facts (issue 11 item 6)
+
+def test_nvml_mismatch_module_wording_and_mig_mode_facts(broken_run: tuple[int, dict]) -> None:
+    hosts = hosts_of(broken_run[1])
+    nv = hosts["nvml"]["facts"]
+    assert nv["nvml_error"] == "Failed to initialize NVML: Driver/library version mismatch"
+    assert nv["nvml_library_version"] == "595.91"
+    assert nv["nvidia_smi_ok"] is False
+    assert (nv["nvidia_driver_version"], nv["nvidia_kernel_module"]) == ("580.95.05", "proprietary")
+    # no NVML: named from the device id table
+    assert [(g["device_id"], g["name"], g["mig_mode"]) for g in nv["gpus"]] == [
+        ("0x2330", "H100 SXM5 80GB", None)]
+    mig = hosts["mig-on"]["facts"]
+    assert [(g["pci_address"], g["mig_mode"], g["mig_mode_pending"]) for g in mig["gpus"]] == [
+        ("0000:01:00.0", "enabled", "enabled"), ("0000:02:00.0", "enabled", "enabled")]
+    assert mig["nvidia_kernel_module"] == "open" and mig["nvml_error"] is None
+    # L4s have no MIG ("[N/A]"): no mode; nothing new for hosts without these conditions
+    hy = hosts["hybrid"]["facts"]
+    assert [(g["mig_mode"], g["mig_mode_pending"]) for g in hy["gpus"]] == [(None, None)] * 2
+    assert (hy["nvml_error"], hy["nvml_library_version"]) == (None, None)

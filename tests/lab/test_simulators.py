@@ -804,3 +804,50 @@ def test_dnf_repository_paths(repos):
         assert "containerd.io-2.1.4-1.el9" in r.stdout and "kubeadm-1.36.2-150500.1.1" in r.stdout
     finally:
         sh(repos, h, "rm -f /etc/yum.repos.d/kubernetes.repo /etc/yum.repos.d/docker-ce.repo")
+
+
+# --------------------------------------------------------------------------- NVIDIA (issue 11 item 6)
+
+@pytest.fixture(scope="module")
+def nv(lab_factory):
+    lab = lab_factory([
+        HostFixture("n-mm", gpus=[GPU("H100")], nvidia_driver="580.95.05", nvml_mismatch="595.91.07",
+                    nvidia_kernel_module="proprietary"),
+        HostFixture("n-mig", gpus=[GPU("H100", mig="Enabled"), GPU("A100", mig="Disabled", mig_pending="Enabled"),
+                                   GPU("L4")], nvidia_driver="595.91.07"),
+    ])
+    yield lab
+    lab.close()
+
+
+def test_nvidia_smi_nvml_mismatch_prints_the_real_lines_and_exits_18(nv):
+    # anderskm/gputil#55, mozilla/translations#1167: two lines on stdout, exit 18, library major.minor
+    for args in ("", "-L", "-q", "--query-gpu=index,name,mig.mode.current --format=csv,noheader"):
+        r = sh(nv, "n-mm", f"nvidia-smi {args}", ok=False)
+        assert r.returncode == 18, (args, r)
+        assert r.stdout == ("Failed to initialize NVML: Driver/library version mismatch\n"
+                            "NVML library version: 595.91\n"), (args, r.stdout)
+    # the kernel module is still the old one, in the proprietary module's wording
+    # (zzzhouuu/truenas-nvidia-drivers#19)
+    text = sh(nv, "n-mm", "cat /proc/driver/nvidia/version").stdout
+    assert text.startswith("NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.95.05  "), text
+    assert "Open Kernel Module" not in text and "\nGCC version:  gcc version" in text
+    assert sh(nv, "n-mig", "cat /proc/driver/nvidia/version").stdout.startswith(
+        "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  595.91.07  Release Build  ")
+
+
+def test_nvidia_smi_mig_modes_in_query_and_q(nv):
+    out = sh(nv, "n-mig", "nvidia-smi --query-gpu=index,mig.mode.current,mig.mode.pending "
+                          "--format=csv").stdout
+    assert out == ("index, mig.mode.current, mig.mode.pending\n"
+                   "0, Enabled, Enabled\n1, Disabled, Enabled\n2, [N/A], [N/A]\n"), out
+    r = sh(nv, "n-mig", "nvidia-smi -q")
+    assert r.stderr == "", r.stderr          # no stray shell errors where nothing is mismatched
+    q = r.stdout
+    blocks = re.findall(r"^    MIG Mode\n        Current +: (\S+)\n        Pending +: (\S+)$", q, re.M)
+    assert blocks == [("Enabled", "Enabled"), ("Disabled", "Enabled"), ("N/A", "N/A")], q
+    # 42-column keys, as the real -q lays them out (NVIDIA/DCGM#152)
+    assert "        Pending                           : Enabled\n" in q
+    assert re.search(r"^Attached GPUs {29}: 3$", q, re.M), q
+    with pytest.raises(ValueError):
+        GPU("L4", mig="Enabled")      # no MIG on an L4: the fixture refuses rather than invent it

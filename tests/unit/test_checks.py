@@ -824,3 +824,88 @@ def test_preflight_names_the_containerd_that_up_installs_from_the_override():
     f.binaries.pop("containerd", None)
     r = result("containerd-version", f, inv=inv)
     assert "installs containerd 2.0" in r.message and "2.1" not in r.message
+
+
+# --------------------------------------------------------------------------- NVIDIA: NVML mismatch, MIG mode
+
+_MISMATCH = "Failed to initialize NVML: Driver/library version mismatch"
+_NV_MODULES = ["br_netfilter", "nvidia", "nvidia_drm", "nvidia_modeset", "nvidia_uvm", "overlay"]
+
+
+def _mismatch_facts(**changes: Any) -> Facts:
+    """A host driver upgraded without a reboot, as the probe parses it (recorded nvidia-smi output:
+    anderskm/gputil#55)."""
+    base = dict(nvidia_driver_version="580.173.02", modules=_NV_MODULES, nvidia_smi_ok=False,
+                nvidia_smi_error=f"{_MISMATCH} NVML library version: 580.178",
+                nvml_error=_MISMATCH, nvml_library_version="580.178")
+    base.update(changes)
+    return healthy_facts(**base)
+
+
+def test_nvml_mismatch_fails_nvidia_driver_quoting_the_line_and_the_fix():
+    r = result("nvidia-driver", _mismatch_facts())
+    assert r.status == "fail"
+    assert f"'{_MISMATCH}'" in r.message
+    assert "580.173.02" in r.message and "580.178" in r.message and "without a reboot" in r.message
+    assert r.fix.splitlines()[0].startswith("reboot")
+    # only the modules the host has loaded, users before nvidia; nothing forced (no rmmod -f)
+    assert "rmmod nvidia_drm nvidia_modeset nvidia_uvm nvidia && modprobe nvidia && nvidia-smi" in r.fix
+    assert " -f" not in r.fix.rsplit("; rmmod", 1)[1].split("&&")[0]
+    assert "systemctl stop nvidia-persistenced" in r.fix
+    only = result("nvidia-driver", _mismatch_facts(modules=["nvidia", "overlay"]))
+    assert "rmmod nvidia && modprobe nvidia" in only.fix
+    # older drivers print no library version line
+    old = result("nvidia-driver", _mismatch_facts(nvml_library_version=None))
+    assert old.status == "fail" and f"'{_MISMATCH}'" in old.message
+
+
+def test_other_nvml_errors_still_warn_and_container_mode_still_asks_to_purge():
+    r = result("nvidia-driver", _mismatch_facts(nvml_error="Failed to initialize NVML: Unknown Error",
+                                                nvidia_smi_error="Failed to initialize NVML: Unknown Error",
+                                                nvml_library_version=None))
+    assert r.status == "warn" and "nvidia-smi fails" in r.message
+    r = result("nvidia-driver", _mismatch_facts(), inv=inventory(driver="container"))
+    assert r.status == "fail" and "gpu.driver is container" in r.message
+
+
+def _h100s(*modes: tuple[str | None, str | None]) -> list[GPU]:
+    return [GPU(f"0000:{0x18 + i:02x}:00.0", "0x10de", "0x2330", "NVIDIA H100 80GB HBM3", "0x030200",
+                "nvidia", mig_mode=cur, mig_mode_pending=pend) for i, (cur, pend) in enumerate(modes)]
+
+
+def _mig_inv(config: str) -> Inventory:
+    return dataclasses.replace(inventory(), gpu=GPUSpec(mig=MIGSpec(config=config)))
+
+
+def test_gpu_mig_warns_when_mig_is_enabled_on_a_node_configured_without_it():
+    f = healthy_facts(gpus=_h100s(("enabled", "enabled"), ("disabled", "disabled")))
+    r = result("gpu-mig", f)
+    assert r.status == "warn"
+    assert "MIG mode is Enabled on 0000:18:00.0 but MIG is not configured" in r.message
+    assert "0000:19:00.0" not in r.message
+    assert r.fix.splitlines()[0] == "nvidia-smi -i 0000:18:00.0 -mig 0"
+    # pending Disabled: only the reset is missing
+    r = result("gpu-mig", healthy_facts(gpus=_h100s(("enabled", "disabled"))))
+    assert r.status == "warn" and "pending a GPU reset" in r.message
+    assert "nvidia-smi -i 0000:18:00.0 -r" in r.fix
+
+
+def test_gpu_mig_warns_when_mig_is_configured_but_disabled():
+    r = result("gpu-mig", healthy_facts(gpus=_h100s(("disabled", "disabled"), ("enabled", "enabled"))),
+               inv=_mig_inv("all-1g.10gb"))
+    assert r.status == "warn" and "MIG mode is Disabled on 0000:18:00.0" in r.message
+    assert r.fix.splitlines()[0] == "nvidia-smi -i 0000:18:00.0 -mig 1"
+    r = result("gpu-mig", healthy_facts(gpus=_h100s(("disabled", "enabled"))),
+               inv=_mig_inv("all-1g.10gb"))
+    assert r.status == "warn" and "Enabled pending a GPU reset" in r.message
+
+
+def test_gpu_mig_unchanged_where_modes_agree_or_are_unknown():
+    r = result("gpu-mig", healthy_facts(gpus=_h100s(("enabled", "enabled"))), inv=_mig_inv("all-1g.10gb"))
+    assert (r.status, r.fix) == ("pass", None) and r.message.startswith("mig.config all-1g.10gb fits")
+    for gpus in (_h100s(("disabled", "disabled")), _h100s((None, None)), healthy_facts().gpus):
+        r = result("gpu-mig", healthy_facts(gpus=gpus))
+        assert (r.status, r.message) == ("pass", "MIG not configured for this node (all-disabled)")
+    # mode unknown (no nvidia-smi): the configured layout is checked as before
+    r = result("gpu-mig", healthy_facts(gpus=_h100s((None, None))), inv=_mig_inv("all-1g.10gb"))
+    assert r.status == "pass"

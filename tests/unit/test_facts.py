@@ -867,3 +867,78 @@ def test_gather_facts_timeout_follows_the_caller(timeout, expected):
     assert {cmd for cmd, _, _ in t.calls} == {F.probe_command(inv).render()}
     t = _RecordingTransport()
     assert F.gather_facts(t, inv, timeout) == (parse_probe(probe(uid="0")), None)
+
+
+# --------------------------------------------------------------------------- NVIDIA: NVML errors, module wording, MIG
+
+# Recorded: anderskm/gputil#55 and mozilla/translations#1167 (both lines on stdout, exit 18);
+# drivers before about R535 print only the first line (lyulyul/shine-cluster#30).
+SMI_MISMATCH = ("Failed to initialize NVML: Driver/library version mismatch\n"
+                "NVML library version: 535.161\nrc=18")
+SMI_MISMATCH_OLD = "Failed to initialize NVML: Driver/library version mismatch\nrc=18"
+# zzzhouuu/truenas-nvidia-drivers#19 (proprietary) and cpnr/computing#109 (open)
+NVRM_PROPRIETARY = ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.173.02  Tue Jun 23 08:38:17 "
+                    "UTC 2026\nGCC version:  gcc version 14.2.0 (Ubuntu 14.2.0-4ubuntu2~24.04.1)\n")
+NVRM_OPEN = ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.126.09  Release Build  "
+             "(dvs-builder@U22-I3-AM02-24-3)  Wed Jan  7 22:51:36 UTC 2026\n"
+             "GCC version:  gcc version 13.3.0 (Ubuntu 13.3.0-6ubuntu2~24.04.1)\n")
+
+
+def test_nvml_mismatch_fact_from_recorded_output():
+    from gpuk8s.facts.gpu import parse_nvml_error
+    assert parse_nvml_error(SMI_MISMATCH) == (
+        "Failed to initialize NVML: Driver/library version mismatch", "535.161")
+    assert parse_nvml_error(SMI_MISMATCH_OLD) == (
+        "Failed to initialize NVML: Driver/library version mismatch", None)
+    assert parse_nvml_error(SMI_OK) == (None, None)
+    assert parse_nvml_error(None) == (None, None)
+    f = parse_probe(probe(nvidia_smi=SMI_MISMATCH, nvidia_version=NVRM_PROPRIETARY))
+    assert f.nvml_error == "Failed to initialize NVML: Driver/library version mismatch"
+    assert f.nvml_library_version == "535.161"
+    assert f.nvidia_smi_ok is False and f.nvidia_driver_version == "580.173.02"
+    assert f.nvidia_kernel_module == "proprietary"
+    # a host without the condition: the new facts are None
+    f = parse_probe(probe(nvidia_smi=SMI_OK))
+    assert f.nvml_error is None and f.nvml_library_version is None
+
+
+def test_nvidia_version_in_both_module_wordings():
+    assert F.parse_nvidia_version(NVRM_PROPRIETARY) == "580.173.02"
+    assert F.parse_nvidia_version(NVRM_OPEN) == "580.126.09"
+    assert F.parse_nvidia_module_type(NVRM_PROPRIETARY) == "proprietary"
+    assert F.parse_nvidia_module_type(NVRM_OPEN) == "open"
+    arm = NVRM_PROPRIETARY.replace("x86_64", "aarch64")
+    assert F.parse_nvidia_version(arm) == "580.173.02"
+    # the GCC line never gives the version
+    assert F.parse_nvidia_version("GCC version:  gcc version 123.4.5\n") is None
+
+
+def test_nvidia_smi_mig_modes_per_gpu():
+    # the probe's query: ...,mig.mode.current,pci.device_id,mig.mode.pending
+    # (values as in kubernetes-sigs/dra-driver-nvidia-gpu#852; [N/A] on L4/T4, Syllo/nvtop#470)
+    text = ("0, 00000000:18:00.0, NVIDIA H100 80GB HBM3, 595.91.07, 81559 MiB, Enabled, 0x233010DE, Enabled\n"
+            "1, 00000000:2A:00.0, NVIDIA H100 80GB HBM3, 595.91.07, 81559 MiB, Disabled, 0x233010DE, Enabled\n"
+            "2, 00000000:3A:00.0, NVIDIA L4, 595.91.07, 23034 MiB, [N/A], 0x27B810DE, [N/A]\nrc=0")
+    ok, _, gpus = F.parse_nvidia_smi(text)
+    assert ok is True
+    assert (gpus["0000:18:00.0"]["mig_mode"], gpus["0000:18:00.0"]["mig_mode_pending"]) == ("enabled", "enabled")
+    assert (gpus["0000:2a:00.0"]["mig_mode"], gpus["0000:2a:00.0"]["mig_mode_pending"]) == ("disabled", "enabled")
+    assert "mig_mode" not in gpus["0000:3a:00.0"] and "mig_mode_pending" not in gpus["0000:3a:00.0"]
+    # an older probe's output (no pending column) still gives the current mode
+    ok, _, gpus = F.parse_nvidia_smi("0, 00000000:18:00.0, NVIDIA H100 80GB HBM3, 580.82.07, "
+                                     "81559 MiB, Enabled, 0x233010DE\nrc=0")
+    assert gpus["0000:18:00.0"]["mig_mode"] == "enabled" and "mig_mode_pending" not in gpus["0000:18:00.0"]
+    # GPUs built from PCI carry the modes; without nvidia-smi they are unknown
+    f = parse_probe(probe(nvidia_smi=text))
+    assert [(g.pci_address, g.mig_mode, g.mig_mode_pending) for g in f.gpus] == [
+        ("0000:18:00.0", "enabled", "enabled"), ("0000:2a:00.0", "disabled", "enabled"),
+        ("0000:3a:00.0", None, None)]
+
+
+def test_probe_asks_nvidia_smi_for_mig_pending_in_the_same_call():
+    from pathlib import Path
+    script = (Path(F.__file__).parent / "probe.sh").read_text()
+    calls = [ln for ln in script.splitlines() if "nvidia-smi --query-gpu" in ln]
+    assert len(calls) == 1
+    assert ("--query-gpu=index,pci.bus_id,name,driver_version,memory.total,mig.mode.current,"
+            "pci.device_id,mig.mode.pending --format=csv,noheader") in calls[0]

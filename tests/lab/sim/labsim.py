@@ -1001,6 +1001,11 @@ def containerd_dump() -> int:
         return 0
     dumped = _merged(tomllib.loads(default), data)
     dumped["version"] = 3 if major >= 2 else 2
+    if data.get("imports"):   # drop-ins (the GPU Operator's toolkit writes one): gpuop.py
+        import gpuop
+        gpuop.sync_node()
+        root_version = tomllib.loads(CONTAINERD_CONFIG.read_text()).get("version", 0)
+        dumped = gpuop.containerd_imports(dumped, root_version if isinstance(root_version, int) else 0)
     out(importlib.import_module("tomli_w").dumps(dumped))
     return 0
 
@@ -2824,7 +2829,7 @@ def _node_json(c: dict, n: dict) -> dict:
                              ("PIDPressure", "SufficientPID", "kubelet has sufficient PID available"))]
     conds.append({"type": "Ready", "status": st, "reason": reason, "message": msg, "lastHeartbeatTime": iso(now()),
                   "lastTransitionTime": t0})
-    return {"apiVersion": "v1", "kind": "Node",
+    doc = {"apiVersion": "v1", "kind": "Node",
             "metadata": {"name": n["name"], "uid": n["uid"], "creationTimestamp": t0, "labels": dict(n["labels"]),
                          "annotations": {"kubeadm.alpha.kubernetes.io/cri-socket": "unix:///var/run/containerd/containerd.sock",
                                          "node.alpha.kubernetes.io/ttl": "0",
@@ -2837,6 +2842,9 @@ def _node_json(c: dict, n: dict) -> dict:
                                     "kernelVersion": n["kernel"], "kubeProxyVersion": "",
                                     "kubeletVersion": "v" + n["kubelet"], "operatingSystem": "linux",
                                     "osImage": n["os"]}}}
+    import gpuop   # NFD/GFD labels and allocatable GPUs from the GPU Operator (gpuop.py)
+    gpuop.node_overlay(c, n, doc)
+    return doc
 
 
 def _age(t: float) -> str:
@@ -2913,7 +2921,7 @@ def kubectl(args: list[str]) -> int:
     server = kdoc["clusters"][0]["cluster"]["server"]
     ca_data = kdoc["clusters"][0]["cluster"].get("certificate-authority-data", "")
     hostport = server.split("://", 1)[-1]
-    write_ops = rest and rest[0] in ("apply", "create", "label", "taint", "delete", "patch", "replace")
+    write_ops = rest and rest[0] in ("apply", "create", "label", "taint", "delete", "patch", "replace", "rollout")
     with cluster_lock(shared=not write_ops) as c:
         if not c.get("initialized") or not _resolves_to_cluster(hostport, c):
             raise Exit(1, f"The connection to the server {hostport} was refused - did you specify the right host or port?")
@@ -2981,8 +2989,14 @@ def _kubectl(c: dict, rest: list[str], ns: str, output: str | None) -> int:
     verb = rest[0]
     flags = [a for a in rest[1:] if a.startswith("-")]
     words = [a for a in rest[1:] if not a.startswith("-")]
+    import gpuop   # the GPU layer's objects (helm release, operator, smoke Jobs): gpuop.py
+    rc = gpuop.kubectl_hook(c, rest, ns, output)
+    if rc is not None:
+        return rc
     if verb in ("apply", "create"):
-        return kubectl_apply(c, verb, rest, flags)
+        rc = kubectl_apply(c, verb, rest, flags)
+        gpuop.record_applied(c, [rest[j + 1] for j, a in enumerate(rest) if a in ("-f", "--filename") and j + 1 < len(rest)])
+        return rc
     if verb == "get":
         if not words:
             raise Exit(1, "You must specify the type of resource to get.")
@@ -3157,6 +3171,9 @@ def main(argv: list[str]) -> int:
             return containerd_check()
         if tool == "containerd-dump":
             return containerd_dump()
+        if tool == "helm":
+            import gpuop   # helm's release commands (gpuop.py)
+            return gpuop.helm(args)
         return TOOLS[tool](args)
     except Exit as e:
         sys.stdout.flush()
