@@ -45,9 +45,18 @@ _READ_CHUNK = 65536
 # and healthy hosts read as unreachable. A handshake waits here first; its timeouts start only
 # once it holds a slot, so a timeout means the host did not answer, not that gpuk8s was busy.
 # Commands on established sessions are not bounded by this.
-HANDSHAKES_IN_FLIGHT = max(4, 2 * (os.cpu_count() or 1))
-_HANDSHAKES = threading.BoundedSemaphore(
-    int(os.environ.get("GPUK8S_SSH_HANDSHAKES", "0") or 0) or HANDSHAKES_IN_FLIGHT)
+# 8 per CPU (16 on 2 CPUs): the lab's 150 hosts answer in full at 16 handshakes in flight, while
+# 4 left 50 hosts waiting on each other's round trips (preflight 1.3x slower than at 50 in flight).
+HANDSHAKES_IN_FLIGHT = max(16, 8 * (os.cpu_count() or 1))
+
+
+def _handshake_slots() -> int:
+    """GPUK8S_SSH_HANDSHAKES overrides the bound (a positive integer; anything else is ignored)."""
+    raw = os.environ.get("GPUK8S_SSH_HANDSHAKES", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else HANDSHAKES_IN_FLIGHT
+
+
+_HANDSHAKES = threading.BoundedSemaphore(_handshake_slots())
 
 
 _PARSED: dict[tuple[str, str], tuple[tuple[int, int], object]] = {}
