@@ -150,9 +150,6 @@ def check_containerd_config_version(ctx: CheckContext) -> CheckResult:
         return CheckResult("containerd-config-version", FAIL,
                            f"config version {cfg.version} cannot be read by {who} "
                            f"(expects version {native})", fix)
-    if cfg.version == 1 and native >= 3:
-        return CheckResult("containerd-config-version", FAIL,
-                           f"config version 1 was removed in containerd 2.0 ({who})", fix)
     return CheckResult("containerd-config-version", WARN,
                        f"config version {cfg.version} is not native for {who} (expects "
                        f"{native}): it is migrated at startup, and the NVIDIA toolkit's drop-in "
