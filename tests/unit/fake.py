@@ -136,6 +136,7 @@ class FakeHost:
         self.privileged = True
         self.files: dict[str, str] = {}
         self.state_files: list[str] = []
+        self.timeouts: list[float | None] = []   # the timeout of each call, in order
 
     def connect(self) -> None:
         pass
@@ -146,6 +147,7 @@ class FakeHost:
     def run(self, cmd, *, stdin=None, timeout=None, sudo=True) -> Result:
         rendered = cmd.render()
         self.calls.append((self.host_name, rendered, stdin, sudo))
+        self.timeouts.append(timeout)
         if sudo and self.sudo_needs_password:
             raise TransportError("sudo-password", f"{self.host_name}: sudo asks for a password")
         if rendered.startswith("sh -s --"):

@@ -14,12 +14,12 @@ import pytest
 
 from gpuk8s import facts as F
 from gpuk8s import paths
-from gpuk8s.errors import TransportError
 from gpuk8s.facts import Facts, parse_probe
 from gpuk8s.facts.gpu import _lspci_name
 from gpuk8s.facts.probe import SECTION_PARSERS
 from gpuk8s.versions import PROBE_TIMEOUT
 from tests.lab.fixture import OS_RELEASE_FILES
+from tests.unit.fake import FakeHost
 
 
 def probe(**sections: str) -> str:
@@ -845,27 +845,16 @@ def test_probe_script_reads_its_lists_from_the_arguments(tmp_path):
     assert "end" in F.split_sections(out)
 
 
-class _RecordingTransport:
-    def __init__(self, sudo_password: bool = False) -> None:
-        self.calls: list[tuple[str, float | None, bool]] = []
-        self.sudo_password = sudo_password
-
-    def run(self, cmd, *, stdin=None, timeout=None, sudo=True):
-        self.calls.append((cmd.render(), timeout, sudo))
-        if sudo and self.sudo_password:
-            raise TransportError("sudo-password", "h: sudo asks for a password")
-        return SimpleNamespace(stdout=probe(uid="0" if sudo else "1000"))
-
-
 @pytest.mark.parametrize("timeout, expected", [(None, PROBE_TIMEOUT), (7.5, 7.5)])
 def test_gather_facts_timeout_follows_the_caller(timeout, expected):
     inv = SimpleNamespace(cluster=SimpleNamespace(endpoint_host="k8s-api.lab"))
-    t = _RecordingTransport(sudo_password=True)
+    t = FakeHost("h", probe(uid="0"), [], sudo_needs_password=True)
     facts, warning = F.gather_facts(t, inv, timeout=timeout)
     assert facts.uid == 1000 and "password" in warning
-    assert [(limit, sudo) for _, limit, sudo in t.calls] == [(expected, True), (expected, False)]
-    assert {cmd for cmd, _, _ in t.calls} == {F.probe_command(inv).render()}
-    t = _RecordingTransport()
+    assert [(limit, sudo) for limit, (*_, sudo) in zip(t.timeouts, t.calls)] == \
+        [(expected, True), (expected, False)]
+    assert {cmd for _, cmd, _, _ in t.calls} == {F.probe_command(inv).render()}
+    t = FakeHost("h", probe(uid="0"), [])
     assert F.gather_facts(t, inv, timeout) == (parse_probe(probe(uid="0")), None)
 
 
