@@ -101,10 +101,11 @@ class Context:
         return {h.name: h.failed for h in self.hosts if h.failed is not None}
 
     def parallel(self, hosts: Iterable[Host], fn: Callable[[Host], object], phase: str, *,
-                 fatal: bool = True) -> dict[str, object]:
+                 fatal: bool | Callable[[Host], bool] = True) -> dict[str, object]:
         """Run fn on hosts in parallel; every host finishes; failures are collected.
 
-        fatal=False marks failed hosts (later phases skip them) and lets the run go on.
+        fatal=False marks failed hosts (later phases skip them) and lets the run go on; a
+        callable decides per failed host: the phase fails when it is true for any of them.
         """
         hosts = list(hosts)
         bar = self.progress
@@ -129,7 +130,7 @@ class Context:
             raise Interrupted("interrupted")   # the interrupt's own report says what was running
         for n, e in errors.items():
             self.log.write(n, f"{phase} failed: {e}")
-        if errors and fatal:
+        if errors and (fatal if isinstance(fatal, bool) else any(fatal(self.host(n)) for n in errors)):
             raise PhaseFailed(phase, errors)  # type: ignore[arg-type]
         for n, e in errors.items():
             self.host(n).failed = f"{phase}: {self.log.redact(str(e))}"

@@ -43,11 +43,16 @@ class PrepareHosts(Phase):
     title = "prepare hosts"
 
     def run(self, ctx: Context) -> PhaseResult:
-        ctx.parallel(ctx.live(), lambda h: prepare_host(ctx, h), self.title)
+        # A worker that fails is marked (later phases skip it; the others go on to join); a
+        # control plane that fails stops the run: the cluster needs every one of them.
+        before = set(ctx.failed_hosts)
+        ctx.parallel(ctx.live(), lambda h: prepare_host(ctx, h), self.title,
+                     fatal=lambda h: h.is_control_plane)
         changed = {c.host for c in ctx.gate.plan.changes}
         if not ctx.dry_run and changed:
-            refresh(ctx, [h for h in ctx.hosts if h.name in changed])
-        return PhaseResult(self.title)
+            refresh(ctx, [h for h in ctx.live() if h.name in changed])
+        return PhaseResult(self.title, notes=[f"{n}: {e}" for n, e in ctx.failed_hosts.items()
+                                              if n not in before])
 
 
 def _chain(cmds: list[Cmd]) -> Cmd:

@@ -13,6 +13,7 @@ loaded 2-core CI machine (measured: see docs/reliability.md).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -116,3 +117,114 @@ def test_fifty_hosts_ten_broken(lab, tmp_path):
         assert h["facts"]["hostname"] == n and h["checks"], n
         assert not [c for c in h["checks"] if c["status"] == "fail"], (n, h["checks"])
     assert took <= COMMAND_TIMEOUT_S + CONNECT_TIMEOUT_S + MARGIN_S, took
+
+
+# --------------------------------------------------------------------------- `up`: 20 workers, 4 fail
+
+# Each failure is a per-host wrapper around one simulated tool (the host's own file: no other host
+# sees it); everything else the wrapper hands to the simulator.
+SIM = "/run/gpuk8s-lab/sim"
+APT_FAILS = f"""#!/bin/sh
+case " $* " in *" install "*)
+  echo "E: Failed to fetch http://archive.ubuntu.com/ubuntu/pool/main/c/conntrack  503  Service Unavailable" >&2
+  exit 100 ;;
+esac
+. {SIM}/_lablog
+_lab_py apt-get "$@"
+"""
+CONTAINERD_DOWN = f"""#!/bin/sh
+case " $* " in *" restart containerd "*)
+  echo "Job for containerd.service failed because the control process exited with error code." >&2
+  exit 1 ;;
+esac
+exec {SIM}/systemctl "$@"
+"""
+LOST_FLAG = "/run/gpuk8s-test-swapoff-started"
+SWAPOFF_STALLS = f"""#!/bin/sh
+: > {LOST_FLAG}
+sleep 5
+exec {SIM}/swapoff "$@"
+"""
+UP_FAILS = {            # host -> (the phase, and what of the failed step the report names)
+    "w-pkg": ("prepare hosts", ("apt-get install", "exited 100", "503  Service Unavailable")),
+    "w-ctr": ("prepare hosts", ("systemctl restart containerd", "exited 1")),
+    "w-join": ("join workers", ("kubeadm join", "Port-10250")),
+    "w-lost": ("prepare hosts", ("stopped answering during `swapoff -a",)),
+}
+UP_LIMIT_S = 60
+
+
+def replace_file(lab, host: str, path: str, script: str) -> None:
+    """Like replace_tool, for any path (apt-get is /usr/bin/apt-get, a link into the sim dir)."""
+    r = lab.exec(host, f"rm -f {path}")
+    assert r.returncode == 0, r.stderr
+    lab.write_file(host, path, script, 0o755)
+
+
+def test_up_twenty_workers_four_fail_in_different_steps(lab_factory, tmp_path):
+    """1 control plane + 20 bare workers; 4 fail: a package install (apt-get), containerd not
+    coming up after its restart, kubeadm join's preflight (fail_join), and a host that freezes
+    while its swap is being turned off (lost). The 16 others join and are Ready, exit code 5,
+    and stdout/stderr and the run log name each failed host and its step."""
+    fixtures = [HostFixture.bare("cp-1", roles=("control-plane",))]
+    fixtures += [HostFixture.bare(f"w-{i:02d}") for i in range(1, 17)]
+    fixtures += [HostFixture.bare("w-pkg"), HostFixture.bare("w-ctr"),
+                 HostFixture.bare("w-join", fail_join=True), HostFixture.bare("w-lost")]
+    lab = lab_factory(fixtures)
+    replace_file(lab, "w-pkg", "/usr/bin/apt-get", APT_FAILS)
+    replace_file(lab, "w-ctr", "/usr/local/bin/systemctl", CONTAINERD_DOWN)
+    replace_file(lab, "w-lost", "/usr/local/bin/swapoff", SWAPOFF_STALLS)
+    inv = lab.write_inventory(tmp_path / "inv.yaml", ssh={"connect_timeout": CONNECT_TIMEOUT_S})
+    log = tmp_path / "up.log"
+    start = time.monotonic()
+    p = subprocess.Popen([sys.executable, "-m", "gpuk8s", "up", "-i", inv, "--kubeconfig",
+                          str(tmp_path / "kubeconfig"), "--wait-timeout", "30", "--log-file", str(log)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, COLUMNS="400", NO_COLOR="1"))  # one line per failure
+    frozen = False
+    try:
+        deadline = time.monotonic() + 60          # bounded: the flag appears in prepare
+        while time.monotonic() < deadline and p.poll() is None:
+            if lab.exec("w-lost", f"test -e {LOST_FLAG}").returncode == 0:
+                lab.freeze_host("w-lost")
+                frozen = True
+                break
+            time.sleep(0.2)
+        assert frozen, "w-lost never started turning swap off"
+        out, err = p.communicate(timeout=180)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+        lab.thaw_host("w-lost")
+    took = time.monotonic() - start
+    text = out + err
+    run_log = log.read_text()
+    assert p.returncode == 5, text[-4000:]
+    for host, (phase, step) in UP_FAILS.items():
+        # the report: one line per failed host, "<host>: <phase>: <host>: <the step's error>"
+        lines = [ln for ln in text.splitlines() if f"{host}: {phase}: {host}: " in ln]
+        assert lines, (host, phase, text[-3000:])
+        # the run log: "[<host>] <phase> failed: <host>: <error>", the error's output on the next lines
+        at = run_log.find(f"[{host}] {phase} failed: {host}: ")
+        assert at >= 0, (host, phase, run_log[-3000:])
+        entry = run_log[at:at + 2000].split("\n\n", 1)[0]
+        assert step[0] in " ".join(lines), (host, step[0], lines)
+        for what in step:
+            assert what in entry, (host, what, entry)
+    assert f"cluster up except {', '.join(UP_FAILS)}" in text.replace("\n", " "), text[-2000:]
+    got = nodes_on(lab, "cp-1")
+    workers = {f"w-{i:02d}" for i in range(1, 17)}
+    assert set(got) == workers | {"cp-1"}, sorted(got)
+    assert all(ready(n) for n in got.values()), [k for k, n in got.items() if not ready(n)]
+    assert took <= UP_LIMIT_S, took
+
+
+def nodes_on(lab, cp: str) -> dict[str, dict]:
+    r = lab.exec(cp, "kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes -o json")
+    assert r.returncode == 0, r.stderr
+    return {i["metadata"]["name"]: i for i in json.loads(r.stdout)["items"]}
+
+
+def ready(node: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])

@@ -275,3 +275,41 @@ def test_a_failed_phase_reports_partial_results_and_still_cleans_up(tmp_path, mo
     assert "install Calico" in names and "join workers" not in names
     assert names[-2:] == ["install Calico", "delete join token"]   # the no-op "disconnect" is not listed
     assert e.value.report.error == "calico refused" and e.value.exit_code == 5
+
+
+def _prepare_fails_on(monkeypatch, name):
+    import gpuk8s.phases.prepare as prepare
+
+    real = prepare.prepare_host
+
+    def prepare_host(ctx, host):
+        if host.name == name:
+            raise TransportError("lost", f"{name}: the host stopped answering during `swapoff -a`")
+        return real(ctx, host)
+
+    monkeypatch.setattr(prepare, "prepare_host", prepare_host)
+
+
+def test_a_worker_failing_in_prepare_is_marked_and_the_others_join(tmp_path, monkeypatch):
+    """One worker's failed preparation never stops the fleet: it is skipped from then on, the
+    rest of the cluster comes up, and the report names the host and the phase."""
+    _prepare_fails_on(monkeypatch, "w-2")
+    calls = []
+    report, fake = wet_up(inventory(n_cp=1, n_workers=3), tmp_path, calls)
+    assert sorted(fake.cluster.nodes) == ["cp-1", "w-1", "w-3"]
+    assert list(report.failed_hosts) == ["w-2"]
+    assert report.failed_hosts["w-2"].startswith("prepare hosts: w-2: the host stopped answering")
+    assert not [c for h, c, *_ in calls if h == "w-2" and "kubeadm" in c]
+    prepare = next(p for p in report.phases if p.name == "prepare hosts")
+    assert any(n.startswith("w-2: prepare hosts:") for n in prepare.notes), prepare.notes
+
+
+def test_a_control_plane_failing_in_prepare_stops_up(tmp_path, monkeypatch):
+    from gpuk8s.errors import ActionFailed
+
+    _prepare_fails_on(monkeypatch, "cp-1")
+    calls = []
+    with pytest.raises(ActionFailed) as e:
+        wet_up(inventory(n_cp=1, n_workers=2), tmp_path, calls)
+    assert e.value.exit_code == 5 and "cp-1" in e.value.report.error
+    assert not [c for _, c, *_ in calls if " kubeadm init " in c or " kubeadm join " in c]
