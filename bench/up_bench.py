@@ -8,7 +8,11 @@ Measured side by side in one run, on simulated bare hosts (tests/lab):
   2. on the finished N-worker cluster, alternately, a second `up` (must change nothing) and a
      `preflight`: target second-up median <= 1.5 x the preflight median.
 
-Usage (root, as for the lab):  python3 bench/up_bench.py [--workers 20] [--repeat 3] [--json FILE]
+With --gpu every worker is a GPU worker (one simulated L4 with a loaded host driver, tests/lab
+sim/gpuop.py) and `up` adds the GPU layer (Helm, the GPU Operator, its wait, the CUDA smoke Jobs);
+the targets are the same (issue 8, "Speed").
+
+Usage (root, as for the lab):  python3 bench/up_bench.py [--workers 20] [--repeat 3] [--gpu] [--json FILE]
 Exit status 0 when both targets are met, 1 otherwise.
 """
 
@@ -26,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.lab.fixture import HostFixture  # noqa: E402
+from tests.lab.fixture import GPU, HostFixture  # noqa: E402
 from bench._common import precompile_package  # noqa: E402
 from tests.lab.lab import Lab  # noqa: E402
 
@@ -49,8 +53,15 @@ def preflight(inv: str) -> tuple[float, subprocess.CompletedProcess]:
     return timed([sys.executable, "-m", "gpuk8s", "preflight", "-i", inv, "--json"])
 
 
+GPU_MODE = False  # --gpu: every worker a GPU worker
+
+
 def hosts(workers: int) -> list[HostFixture]:
     oses = ("ubuntu-24.04", "rocky-9", "ubuntu-22.04")
+    if GPU_MODE:   # helm at the pin on the control plane, as in tests/lab/test_gpu_lab.py
+        return [HostFixture.bare("cp-1", roles=("control-plane",), helm="4.2.3")] + [
+            HostFixture.bare(f"w-{i + 1}", os=oses[i % len(oses)], gpus=[GPU("L4")], nvidia_driver="595.91.07")
+            for i in range(workers)]
     return [HostFixture.bare("cp-1", roles=("control-plane",))] + [
         HostFixture.bare(f"w-{i + 1}", os=oses[i % len(oses)]) for i in range(workers)]
 
@@ -66,10 +77,13 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--gpu", action="store_true", help="every worker a GPU worker with simulated GPUs")
     args = ap.parse_args()
+    global GPU_MODE
+    GPU_MODE = args.gpu
     precompile_package()  # measure gpuk8s as installed, with its bytecode
     tmp = Path(tempfile.mkdtemp(prefix="gpuk8s-up-bench-"))
-    results: dict[str, object] = {"workers": args.workers, "repeat": args.repeat}
+    results: dict[str, object] = {"workers": args.workers, "repeat": args.repeat, "gpu": args.gpu}
 
     # Scaling: `up` from bare hosts with 1 and with N workers, alternated on fresh labs, medians.
     ones, ns = [], []
@@ -107,9 +121,10 @@ def main() -> int:
     scale = tn / t1
     rerun = statistics.median(again) / statistics.median(pre)
     results.update(up_1=ones, up_n=ns, second_up=again, preflight=pre, scale_ratio=scale, rerun_ratio=rerun)
+    w = "GPU worker" if args.gpu else "worker"
     rows = [
-        (f"up, 1 control plane + 1 worker (median of {args.repeat})", f"{t1:.1f} s"),
-        (f"up, 1 control plane + {args.workers} workers (median of {args.repeat})", f"{tn:.1f} s"),
+        (f"up, 1 control plane + 1 {w} (median of {args.repeat})", f"{t1:.1f} s"),
+        (f"up, 1 control plane + {args.workers} {w}s (median of {args.repeat})", f"{tn:.1f} s"),
         (f"second up on the {args.workers + 1}-node cluster (median of {args.repeat})",
          f"{statistics.median(again):.2f} s"),
         (f"preflight on the same hosts (median of {args.repeat})", f"{statistics.median(pre):.2f} s"),

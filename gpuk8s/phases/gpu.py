@@ -39,7 +39,7 @@ from gpuk8s.facts.cluster import (allocatable, clusterpolicy_state, get_objects,
                                   helm_release, helm_values, kubectl, list_objects, node_labels)
 from gpuk8s.gate import Change
 from gpuk8s.host import Host
-from gpuk8s.paths import GPUK8S_DIR
+from gpuk8s.paths import GPUK8S_DIR, KUBELET_CONF
 from gpuk8s.phases.base import Context, Phase, PhaseResult
 from gpuk8s.render.base import RenderedFile
 from gpuk8s.render.gpu import (DEVICE_PLUGIN_CONFIGMAP, LABEL_DEPLOY_DRIVER, SMOKE_PASS_LINE,
@@ -104,17 +104,30 @@ def _managed_by_operator(node: dict | None) -> bool:
     return labels.get(GPU_PRESENT) == "true" and labels.get(LABEL_DEPLOY_DRIVER) != "false"
 
 
+def _facts_at_start(ctx: Context, host: Host):
+    """The host's facts as this run's preflight found them, before anything here changed it."""
+    report = ctx.state.preflight
+    first = next((h.facts for h in report.hosts if h.name == host.name), None) if report else None
+    return first or host.facts
+
+
 def node_of(ctx: Context, host: Host, nodes: dict[str, dict]) -> GPUNode:
-    """The GPUNode of a host from its facts (driver mode per node, DOMAIN 5.2)."""
+    """The GPUNode of a host from its facts (driver mode per node, DOMAIN 5.2).
+
+    The mode is decided from the facts at the start of the run: a host that joins in this run
+    may get the operator's labels before gpuk8s labels it, and its host driver must not be
+    mistaken for the operator's. Only a host that was already a node is judged by its labels."""
     f = host.facts
+    first = _facts_at_start(ctx, host)
     spec = ctx.inventory.gpu_for(host.spec)
     node = nodes.get(host.name)
+    was_node = first is not None and KUBELET_CONF in first.kubernetes_files
     if spec.driver in ("host", "container") or f is None:
         mode = spec.driver if spec.driver in ("host", "container") else "container"
-    elif _managed_by_operator(node):
+    elif was_node and _managed_by_operator(node):
         mode = "container"
     else:
-        mode = facts_driver_mode(ctx.inventory, f, host.spec)
+        mode = facts_driver_mode(ctx.inventory, first, host.spec)
     models = [m.name for g in (f.gpus if f else []) if (m := gpu_models.model_by_device_id(g.device_id))]
     return gpu_node(ctx.inventory, host.spec, driver_mode=mode,
                     gpu_count=len(f.gpus) if f and f.gpus else None, models=models,

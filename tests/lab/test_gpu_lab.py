@@ -8,6 +8,7 @@ One lab per scenario group (each `up` from bare hosts costs most of the time).
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 
 import pytest
@@ -170,3 +171,90 @@ def test_gpu_failures_diagnosed(faultlab, tmp_path):
     assert "driver-in-use" in text, out_of(r)
     assert "Could not unload NVIDIA driver kernel modules, driver is in use" in text, out_of(r)
     assert "gpu: {driver: host}" in text, out_of(r)
+
+
+# --------------------------------------------------------------------------- MIG, and a node without the runtime
+# On the finished gpulab cluster (after the tests above: time-slicing 8 on gpu-l4), so no
+# further `up` from bare hosts is needed.
+
+MIG_H100 = {"mig": {"strategy": "single", "config": "all-1g.10gb"}}
+
+
+def _gpu_inv(lab, tmp, name: str, **host_gpu: dict) -> str:
+    over = {"gpu-l4": {"gpu": {"time_slicing": {"replicas": 8}}}}
+    for host, gpu in host_gpu.items():
+        over[host.replace("_", "-")] = {"gpu": {**over.get(host.replace("_", "-"), {}).get("gpu", {}), **gpu}}
+    return lab.write_inventory(tmp / f"{name}.yaml", hosts=["cp-1", "gpu-l4", "gpu-h100"], host_overrides=over)
+
+
+def test_mig_single_on_h100(gpulab, gpu_first_up):
+    r0, tmp = gpu_first_up
+    assert r0.returncode == 0, out_of(r0)
+    inv = _gpu_inv(gpulab, tmp, "inv-mig", gpu_h100=MIG_H100)
+    clear_invocations(gpulab)
+    r = up(inv, tmp)
+    assert r.returncode == 0, out_of(r)
+    got = node_docs(gpulab)
+    h100 = got["gpu-h100"]
+    labels = h100["metadata"]["labels"]
+    assert labels["nvidia.com/mig.config"] == "all-1g.10gb"
+    assert labels["nvidia.com/mig.config.state"] == "success" and labels["nvidia.com/mig.strategy"] == "single"
+    assert labels["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3-MIG-1g.10gb"
+    # single strategy: the 7 1g.10gb devices of each of the 2 GPUs, as nvidia.com/gpu
+    assert alloc(h100) == 14 and alloc(h100, "nvidia.com/mig-1g.10gb") == 0
+    # the L4 node is untouched: no MIG label, its time-slicing stays
+    assert "nvidia.com/mig.config" not in got["gpu-l4"]["metadata"]["labels"] and alloc(got["gpu-l4"]) == 16
+    # the cluster's strategy did not change (single is the default): no helm upgrade
+    assert not [c for c in helm_calls(gpulab) if " upgrade " in f" {c} "]
+    # the smoke Job asked for every MIG device and passed (nvidia-smi -L lines = MIG devices)
+    job = yaml.safe_load(gpulab.read_file("cp-1", "/etc/gpuk8s/cuda-smoke/gpu-h100.yaml"))
+    limits = job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits == {"nvidia.com/gpu": 14}, limits
+    table = r.stdout.split("GPU nodes", 1)[-1]
+    h100_row = next(ln for ln in table.splitlines() if "gpu-h100" in ln)
+    assert "passed" in h100_row and "14" in h100_row, out_of(r)
+
+
+def test_mig_refused_on_l4_at_preflight(gpulab, gpu_first_up):
+    r0, tmp = gpu_first_up
+    assert r0.returncode == 0, out_of(r0)
+    # no gpu.model in the inventory: the load cannot know it is an L4; preflight finds it on the bus
+    inv = _gpu_inv(gpulab, tmp, "inv-mig-l4", gpu_h100=MIG_H100, gpu_l4={"mig": {"config": "all-1g.10gb"}})
+    clear_invocations(gpulab)
+    r = up(inv, tmp)
+    assert r.returncode != 0, out_of(r)
+    # the check's message, without the boxes' borders the terminal layout puts in it
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", r.stdout + r.stderr).split())
+    assert "- gpu-l4: gpu-mig" in text, out_of(r)
+    assert "fail gpu-mig mig.config all-1g.10gb: the L4 cannot do MIG (only A100, A30, H100 and H200 " \
+        "class GPUs can); use mig.config all-disabled or time_slicing instead" in text, out_of(r)
+    # refused before anything changed: no label, no helm or kubectl write
+    assert "nvidia.com/mig.config" not in node_docs(gpulab)["gpu-l4"]["metadata"]["labels"]
+    writes = [ln for ln in invocations(gpulab, "cp-1")
+              if any(w in ln.split()[:4] for w in ("label", "apply", "upgrade", "restart"))]
+    assert writes == [], writes
+
+
+def test_no_nvidia_runtime_diagnosed(gpulab, gpu_first_up):
+    r0, tmp = gpu_first_up
+    assert r0.returncode == 0, out_of(r0)
+    # a third GPU worker whose toolkit never gets the nvidia runtime into containerd
+    gpulab.add([HostFixture.bare("gpu-nort", gpus=[GPU("L4")], nvidia_driver="595.91.07",
+                                 gpu_faults=("no-runtime",))])
+    # driver: auto (gpu: true) on purpose: it joins a cluster whose operator labels it
+    # nvidia.com/gpu.present=true at once; its host driver must still be taken as a host driver
+    # (decided from the facts at the start of the run), so only the runtime is wrong here
+    over = {"gpu-l4": {"gpu": {"time_slicing": {"replicas": 8}}}, "gpu-h100": {"gpu": MIG_H100},
+            "gpu-nort": {"gpu": True}}
+    inv = gpulab.write_inventory(tmp / "inv-nort.yaml", host_overrides=over)
+    r = up(inv, tmp, "--wait-timeout", "5")
+    assert r.returncode != 0, out_of(r)
+    text = " ".join((r.stdout + r.stderr).split())
+    assert "wait for GPU Operator" in text, out_of(r)
+    assert "no-nvidia-runtime" in text and "gpu-nort" in text, out_of(r)
+    assert 'no runtime for "nvidia" is configured' in text, out_of(r)
+    assert "imports /etc/containerd/conf.d/*.toml" in text and "restart containerd" in text, out_of(r)
+    assert "timed out after 5s waiting for the GPU Operator" in text and "driver-in-use" not in text, out_of(r)
+    # the healthy nodes are not blamed
+    assert "[gpu-l4]" not in text and "[gpu-h100]" not in text, out_of(r)
+    assert alloc(node_docs(gpulab)["gpu-nort"]) == 0

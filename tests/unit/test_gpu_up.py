@@ -431,3 +431,17 @@ def test_helm_from_the_inventorys_archive_travels_on_stdin(tmp_path):
     cmd, stdin = change.remote()
     assert stdin == change.file.content and "get.helm.sh" not in cmd.render()
     assert "sha256sum -c" in cmd.render() and gpu_phases.HELM_BIN in cmd.render()
+
+
+def test_a_host_driver_node_joining_after_the_operator_keeps_its_host_driver(tmp_path):
+    """driver: auto, a working host driver, and the operator labels the node gpu.present before
+    gpuk8s labels it: the mode comes from the facts at the start of the run, so the node still
+    gets nvidia.com/gpu.deploy.driver=false (else the driver container crash-loops: driver in use)."""
+    inv = parse_inventory(GPU_INVENTORY.format(replicas=2).replace(
+        "gpu: {driver: host}}", "gpu: true}"))
+    assert inv.host("gpu-2").gpu is True and inv.gpu_for(inv.host("gpu-2")).driver == "auto"
+    cluster = GPUCluster({"gpu-1": 2, "gpu-2": 2}, replicas=2)
+    report = _up(inv, cluster, _probes(inv), tmp_path, [])
+    assert cluster.labels["gpu-2"]["nvidia.com/gpu.deploy.driver"] == "false"
+    rows = {r["node"]: r for r in report.gpu_nodes}
+    assert rows["gpu-2"]["driver_mode"] == "host" and rows["gpu-1"]["driver_mode"] == "container"
