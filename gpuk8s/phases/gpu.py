@@ -165,11 +165,15 @@ def _archive_file(path: str, data: bytes) -> RenderedFile:
 
 # ---- Helm -----------------------------------------------------------------------------------
 
-class InstallHelm(Phase):
-    title = "install Helm"
+class GPUPhase(Phase):
+    """A phase of the GPU layer: it runs only when the inventory or the facts have GPU nodes."""
 
     def applies(self, ctx: Context) -> bool:
         return bool(gpu_hosts(ctx))
+
+
+class InstallHelm(GPUPhase):
+    title = "install Helm"
 
     def run(self, ctx: Context) -> PhaseResult:
         host = ctx.first_cp
@@ -247,11 +251,8 @@ def label_gpu_nodes(ctx: Context, gnodes: list[GPUNode], nodes: dict[str, dict])
     return count
 
 
-class InstallGPUOperator(Phase):
+class InstallGPUOperator(GPUPhase):
     title = "install GPU Operator"
-
-    def applies(self, ctx: Context) -> bool:
-        return bool(gpu_hosts(ctx))
 
     def run(self, ctx: Context) -> PhaseResult:
         cp, rel = ctx.first_cp, ctx.release
@@ -321,13 +322,10 @@ class InstallGPUOperator(Phase):
         return PhaseResult(self.title, notes=notes + ([modes] if modes else []))
 
 
-class LabelGPUNodes(Phase):
+class LabelGPUNodes(GPUPhase):
     """GPU workers that joined after the operator was installed get their labels now."""
 
     title = "label GPU nodes"
-
-    def applies(self, ctx: Context) -> bool:
-        return bool(gpu_hosts(ctx))
 
     def run(self, ctx: Context) -> PhaseResult:
         nodes = _nodes(ctx)
@@ -459,11 +457,8 @@ def _has_nvidia_runtime(dump: str) -> bool:
     return False
 
 
-class WaitGPUOperator(Phase):
+class WaitGPUOperator(GPUPhase):
     title = "wait for GPU Operator"
-
-    def applies(self, ctx: Context) -> bool:
-        return bool(gpu_hosts(ctx))
 
     def run(self, ctx: Context) -> PhaseResult:
         if ctx.dry_run:
@@ -575,15 +570,12 @@ def _job_done(job: dict) -> bool | None:
     return None
 
 
-class SmokeTestGPUs(Phase):
+class SmokeTestGPUs(GPUPhase):
     title = "CUDA smoke test"
     cleanup_title = "delete CUDA smoke Jobs"
 
     def __init__(self) -> None:
         self.created: list[str] = []   # the Jobs this run created (deleted by the cleanup)
-
-    def applies(self, ctx: Context) -> bool:
-        return bool(gpu_hosts(ctx))
 
     def run(self, ctx: Context) -> PhaseResult:
         cp, inv = ctx.first_cp, ctx.inventory
