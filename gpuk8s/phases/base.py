@@ -323,3 +323,18 @@ def _cleanup(ctx: Context, phase: Phase,
     except Exception as e:  # noqa: BLE001 - the cleanup of one phase must not stop the others
         ctx.log.write("-", f"{title} failed: {type(e).__name__}: {e}")
         return PhaseResult(title, error=ctx.log.redact(f"{type(e).__name__}: {e}"))
+
+
+def poll(ctx: Context, step: Callable[[], bool], *, timeout: float, interval: float,
+         what: str) -> bool:
+    """Call step() until it returns True (-> True) or `timeout` seconds pass (-> False); the
+    pause between calls ends at once on an interrupt (raises Interrupted)."""
+    deadline = time.monotonic() + timeout
+    for _ in range(100000):  # bounded by the deadline; the count only guards against a zero interval
+        if step():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        if ctx.gate.interrupted.wait(interval):
+            raise Interrupted(f"interrupted while waiting for {what}")
+    return False

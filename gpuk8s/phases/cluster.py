@@ -7,18 +7,17 @@ Installation applied, label set), so a re-run is the recovery path.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Callable
 
 import yaml
 
-from gpuk8s.errors import ClusterStateError, Gpuk8sError, Interrupted, RemoteCommandError, WaitTimeout
+from gpuk8s.errors import ClusterStateError, Gpuk8sError, RemoteCommandError, WaitTimeout
 from gpuk8s.facts.cluster import ClusterFacts, kubectl, node_ready
 from gpuk8s.gate import LOCAL, Change
 from gpuk8s.host import Host
 from gpuk8s.paths import ADMIN_CONF, CA_CERT, CALICO_INSTALLATION, KUBELET_CONF
-from gpuk8s.phases.base import Context, Phase, PhaseResult
+from gpuk8s.phases.base import Context, Phase, PhaseResult, poll
 from gpuk8s.phases.preflight import refresh
 from gpuk8s.pki import ca_cert_hash
 from gpuk8s.render import (RenderedFile, calico_installation, calico_manifest_urls,
@@ -160,16 +159,15 @@ def calico_installation_crds(manifest: str) -> list[str]:
 def wait_for(ctx: Context, what: str, probe: Callable[[], tuple[bool, str]],
              diagnose: Callable[[], str]) -> None:
     """Poll probe() -> (done, state) until done or the deadline; then raise with a diagnosis."""
-    deadline = time.monotonic() + ctx.options.wait_timeout
     state = ""
-    for _ in range(100000):  # bounded by the deadline; the count only guards against a zero interval
+
+    def step() -> bool:
+        nonlocal state
         done, state = probe()
-        if done:
-            return
-        if time.monotonic() >= deadline:
-            break
-        if ctx.gate.interrupted.wait(ctx.options.poll_interval):
-            raise Interrupted("interrupted while waiting for " + what)
+        return done
+
+    if poll(ctx, step, timeout=ctx.options.wait_timeout, interval=ctx.options.poll_interval, what=what):
+        return
     raise WaitTimeout(f"timed out after {ctx.options.wait_timeout:g}s waiting for {what}: {state}\n"
                       f"{diagnose()}")
 

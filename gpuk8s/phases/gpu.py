@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +33,14 @@ except ModuleNotFoundError:  # Python 3.10
 
 from gpuk8s import gpu_models
 from gpuk8s.checks.gpu import driver_mode as facts_driver_mode
-from gpuk8s.errors import Interrupted, UsageError, VerificationError, WaitTimeout
+from gpuk8s.errors import UsageError, VerificationError, WaitTimeout
 from gpuk8s.facts.cluster import (allocatable, clusterpolicy_state, get_objects, helm,
                                   helm_release, helm_values, kubectl, list_objects, node_labels)
 from gpuk8s.gate import Change
 from gpuk8s.host import Host
 from gpuk8s.paths import GPUK8S_DIR, KUBELET_CONF
-from gpuk8s.phases.base import Context, Phase, PhaseResult
+from gpuk8s.phases.base import Context, Phase, PhaseResult, poll
+from gpuk8s.phases.cluster import _bootstrapped, cluster
 from gpuk8s.render.base import RenderedFile
 from gpuk8s.render.gpu import (DEVICE_PLUGIN_CONFIGMAP, LABEL_DEPLOY_DRIVER, SMOKE_PASS_LINE,
                                GPUNode, cuda_smoke_job, device_plugin_config, gpu_node,
@@ -135,8 +135,6 @@ def node_of(ctx: Context, host: Host, nodes: dict[str, dict]) -> GPUNode:
 
 
 def _nodes(ctx: Context) -> dict[str, dict]:
-    from gpuk8s.phases.cluster import _bootstrapped, cluster
-
     if ctx.dry_run and not _bootstrapped(ctx):
         return {}
     return cluster(ctx).nodes()
@@ -145,12 +143,6 @@ def _nodes(ctx: Context) -> dict[str, dict]:
 def _helm_ok(ctx: Context) -> bool:
     f = ctx.first_cp.facts
     return f is not None and f.helm_version == ctx.release.helm
-
-
-def _bootstrapped(ctx: Context) -> bool:
-    from gpuk8s.phases.cluster import _bootstrapped as boot
-
-    return boot(ctx)
 
 
 def _on_cp(f: RenderedFile, path: str, host: Host) -> RenderedFile:
@@ -465,14 +457,15 @@ class WaitGPUOperator(GPUPhase):
             return PhaseResult(self.title, notes=["dry run: not waiting"])
         cp = ctx.first_cp
         want = [h.name for h in gpu_hosts(ctx)]
-        deadline = time.monotonic() + ctx.options.wait_timeout
         state, pods = "", []
-        for _ in range(100000):   # bounded by the deadline
+
+        def ready() -> bool:
+            nonlocal state, pods
             policy = clusterpolicy_state(list_objects(cp, CLUSTER_POLICY))
             pods = list_objects(cp, "pods", NS)
             waiting = [n for n in want if not _validator_done(pods, n)]
             if policy == "ready" and not waiting:
-                break
+                return True
             state = f"ClusterPolicy {policy or 'absent'}" + \
                 (f"; validator not done on {', '.join(waiting)}" if waiting else "")
             stuck = [p for p in pods if _stuck(p)]
@@ -480,11 +473,12 @@ class WaitGPUOperator(GPUPhase):
                 names = ", ".join((p.get("metadata") or {}).get("name") or "?" for p in stuck)
                 raise WaitTimeout(f"the GPU Operator's rollout is failing ({names}): {state}\n"
                                   f"{diagnose_gpu(ctx, pods)}")
-            if time.monotonic() >= deadline:
-                raise WaitTimeout(f"timed out after {ctx.options.wait_timeout:g}s waiting for the GPU "
-                                  f"Operator: {state}\n{diagnose_gpu(ctx, pods)}")
-            if ctx.gate.interrupted.wait(ctx.options.poll_interval):
-                raise Interrupted("interrupted while waiting for the GPU Operator")
+            return False
+
+        if not poll(ctx, ready, timeout=ctx.options.wait_timeout, interval=ctx.options.poll_interval,
+                    what="the GPU Operator"):
+            raise WaitTimeout(f"timed out after {ctx.options.wait_timeout:g}s waiting for the GPU "
+                              f"Operator: {state}\n{diagnose_gpu(ctx, pods)}")
         self._check_containerd(ctx)
         return PhaseResult(self.title, notes=[f"ClusterPolicy ready; validator done on {len(want)} GPU nodes; "
                                               "containerd has the nvidia runtime"])
@@ -633,8 +627,6 @@ class SmokeTestGPUs(GPUPhase):
     def _wait_allocatable(self, ctx: Context, todo: list[GPUNode], nodes: dict[str, dict]) -> dict[str, dict]:
         """Allocatable GPUs lag a device-plugin restart: wait (at most ALLOCATABLE_WAIT) until
         every node advertises what it should; the caller judges what it then sees."""
-        from gpuk8s.phases.cluster import cluster
-
         def short(ns: dict[str, dict]) -> list[str]:
             out = []
             for g in todo:
@@ -644,20 +636,24 @@ class SmokeTestGPUs(GPUPhase):
                     out.append(g.name)
             return out
 
-        deadline = time.monotonic() + min(ctx.options.wait_timeout, ALLOCATABLE_WAIT)
-        for _ in range(100000):   # bounded by the deadline
-            if not short(nodes) or time.monotonic() >= deadline:
-                return nodes
-            if ctx.gate.interrupted.wait(ctx.options.poll_interval):
-                raise Interrupted("interrupted while waiting for allocatable GPUs")
-            nodes = cluster(ctx).fresh_nodes()
+        again = False
+
+        def advertised() -> bool:
+            nonlocal nodes, again
+            if again:
+                nodes = cluster(ctx).fresh_nodes()
+            again = True
+            return not short(nodes)
+
+        poll(ctx, advertised, timeout=min(ctx.options.wait_timeout, ALLOCATABLE_WAIT),
+             interval=ctx.options.poll_interval, what="allocatable GPUs")
         return nodes
 
     def _wait(self, ctx: Context, jobs: dict[str, GPUNode], failures: dict[str, str]) -> None:
         cp = ctx.first_cp
-        deadline = time.monotonic() + ctx.options.wait_timeout
         pending = dict(jobs)
-        for _ in range(100000):   # bounded by the deadline
+
+        def finished() -> bool:
             items = {(j.get("metadata") or {}).get("name"): j
                      for j in list_objects(cp, "jobs", NS, "-l", SMOKE_LABEL)}
             for name in list(pending):
@@ -673,14 +669,12 @@ class SmokeTestGPUs(GPUPhase):
                     hits = match_signatures(text)
                     extra = "".join(f"; {sig}: {' / '.join(lines)} -> {fix}" for sig, lines, fix in hits)
                     failures[g.name] = (why if ok is False else "the Job failed") + extra
-            if not pending:
-                return
-            if time.monotonic() >= deadline:
-                for name, g in pending.items():
-                    failures[g.name] = f"the Job did not finish within {ctx.options.wait_timeout:g}s"
-                return
-            if ctx.gate.interrupted.wait(min(ctx.options.poll_interval, 1.0)):
-                raise Interrupted("interrupted while waiting for the CUDA smoke Jobs")
+            return not pending
+
+        if not poll(ctx, finished, timeout=ctx.options.wait_timeout,
+                    interval=min(ctx.options.poll_interval, 1.0), what="the CUDA smoke Jobs"):
+            for g in pending.values():
+                failures[g.name] = f"the Job did not finish within {ctx.options.wait_timeout:g}s"
 
     def cleanup(self, ctx: Context) -> None:
         if not self.created or ctx.dry_run:
