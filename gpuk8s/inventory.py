@@ -42,6 +42,47 @@ def _join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _local_endpoint_host(host: "HostSpec") -> str | None:
+    """For a `connection: local` host known only as localhost: this machine's own address
+    (the source address of its default route), which other nodes can reach later; None when
+    the host has a usable address or this machine has no route out."""
+    if host.connection != "local" or _usable_ip(host.address) or not _is_loopback_name(host.address):
+        return None
+    return primary_address()
+
+
+def is_loopback_name(text: str) -> bool:
+    """localhost and its aliases, or a loopback address: no other machine can use it."""
+    return _is_loopback_name(text)
+
+
+def _is_loopback_name(text: str) -> bool:
+    t = text.lower().rstrip(".")
+    if t in ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"):
+        return True
+    try:
+        return ipaddress.ip_address(t).is_loopback
+    except ValueError:
+        return False
+
+
+@functools.lru_cache(maxsize=1)
+def primary_address() -> str | None:
+    """This machine's default-route source address: a UDP socket "connected" to a documentation
+    address (RFC 5737) sends nothing, but makes the kernel pick the route and source; None
+    without a route out (the IPv6 route is tried second)."""
+    for family, target in ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1")):
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.connect((target, 9))
+                addr = _usable_ip(s.getsockname()[0].split("%", 1)[0])
+        except OSError:
+            continue
+        if addr:
+            return addr
+    return None
+
+
 @dataclass(frozen=True)
 class Bastion:
     address: str
@@ -104,6 +145,15 @@ class HostSpec:
 
 
 @dataclass(frozen=True)
+class VIPSpec:
+    """cluster.vip: the control-plane virtual IP kube-vip holds on one control plane (ARP)."""
+
+    address: str          # normalised IP
+    interface: str        # the control planes' interface in the VIP's subnet
+    line: int | None = None
+
+
+@dataclass(frozen=True)
 class ClusterSpec:
     name: str
     kubernetes_version: str = DEFAULT_KUBERNETES_MINOR
@@ -111,6 +161,7 @@ class ClusterSpec:
     pod_cidr: str = "10.244.0.0/16"
     service_cidr: str = "10.96.0.0/12"
     dns_domain: str = "cluster.local"
+    vip: VIPSpec | None = None                  # kube-vip on the control planes (docs/ha.md)
 
     @property
     def endpoint_host(self) -> str | None:
@@ -145,6 +196,7 @@ class Versions:
     helm_archive: str | None = None
     helm_sha256: str | None = None
     gpu_operator_chart: str | None = None
+    kube_vip: str | None = None
 
 
 @dataclass(frozen=True)
@@ -264,11 +316,16 @@ class Inventory:
         if c.control_plane_endpoint:
             return _join_host_port(c.endpoint_host, c.endpoint_port)
         first = self.first_control_plane
-        return _join_host_port(first.internal_ip or first.address, API_SERVER_PORT)
+        return _join_host_port(first.internal_ip or _local_endpoint_host(first) or first.address,
+                               API_SERVER_PORT)
 
     def bind_port(self, host: HostSpec) -> int:
-        """6443, unless the endpoint names this very host (no load balancer): then its port."""
+        """6443, unless the endpoint names this very host (no load balancer) or the VIP that
+        kube-vip moves between the control planes (the leader's API server answers on it
+        directly, with no forwarding): then the endpoint's port."""
         c = self.cluster
+        if c.vip is not None and host.is_control_plane:
+            return c.endpoint_port
         if c.control_plane_endpoint and c.endpoint_host in {
                 host.name, host.address, host.node_ip, host.internal_ip}:
             return c.endpoint_port
@@ -289,12 +346,13 @@ MIG_STRATEGIES = ("single", "mixed")
 
 TOP_KEYS = ("cluster", "ssh", "versions", "network", "gpu", "hosts")
 CLUSTER_KEYS = ("name", "kubernetes_version", "control_plane_endpoint", "pod_cidr",
-                "service_cidr", "dns_domain")
+                "service_cidr", "dns_domain", "vip")
+VIP_KEYS = ("address", "interface")
 SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "accept_new_host_keys", "sudo",
             "bastion", "connect_timeout", "command_timeout")
 BASTION_KEYS = ("address", "user", "port", "identity_file")
 VERSIONS_KEYS = ("containerd", "calico", "gpu_operator", "cuda_image", "pause_image", "helm",
-                 "helm_archive", "helm_sha256", "gpu_operator_chart")
+                 "helm_archive", "helm_sha256", "gpu_operator_chart", "kube_vip")
 NETWORK_KEYS = ("encapsulation",)
 GPU_KEYS = ("driver", "driver_version", "time_slicing", "mig", "smoke_test", "model")
 TIME_SLICING_KEYS = ("replicas", "rename_by_default")
@@ -784,9 +842,95 @@ def _cluster(w: _Walker, node: Node | None,
     if (n := _given(f, "dns_domain")) is not None:
         kw["dns_domain"] = w.check(n, "cluster.dns_domain", w.string(n, "cluster.dns_domain"),
                                    _dns_subdomain_error)
+    if (n := _given(f, "vip")) is not None:
+        kw["vip"] = _vip(w, n, [pod[1], svc[1]])
+        endpoint_given = True        # the VIP is the endpoint (judged above when invalid)
+        if _ok(kw["vip"]):
+            ep_node = _given(f, "control_plane_endpoint")
+            ep = kw.get("control_plane_endpoint")
+            if ep is None:
+                kw["control_plane_endpoint"] = _join_host_port(kw["vip"].address, API_SERVER_PORT)
+            elif _ok(ep):
+                host = ClusterSpec(name="x", control_plane_endpoint=ep).endpoint_host
+                if is_ip(host) and _address_key(host) != kw["vip"].address:
+                    w.add(ep_node, "cluster.control_plane_endpoint",
+                          f"'{ep}' names {host}, not the VIP {kw['vip'].address} (cluster.vip."
+                          "address): with a VIP every node reaches the API servers through it; "
+                          "drop control_plane_endpoint (it defaults to "
+                          f"{_join_host_port(kw['vip'].address, API_SERVER_PORT)}) or make them "
+                          "agree")
     if not _ok(*kw.values()) or "name" not in kw:
         return ClusterSpec(name=""), at, endpoint_given
     return ClusterSpec(**kw), at, endpoint_given
+
+
+# Linux interface names (net/core/dev.c dev_valid_name): 1-15 bytes, not "." or "..", no '/',
+# ':' or whitespace. gpuk8s also refuses the rest of the shell and YAML specials.
+_IFACE_RE = re.compile(r"[A-Za-z0-9_.@-]{1,15}")
+
+
+def _interface_error(text: str) -> str | None:
+    if text in (".", "..") or not _IFACE_RE.fullmatch(text):
+        return (f"'{text}' is not a network interface name (1 to 15 letters, digits, '-', '_', "
+                "'.' or '@', as `ip -o link` shows them, e.g. eth0 or bond0.100)")
+    if text == "lo":
+        return ("'lo' cannot hold the VIP for other machines: ARP answers only on a real "
+                "interface; give the control planes' interface in the VIP's subnet")
+    return None
+
+
+def _vip_address_error(text: str, cidrs: list[Any]) -> str | None:
+    try:
+        ip = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return (f"'{text}' is not an IP address: the VIP is a free address in the control "
+                "planes' subnet (e.g. 192.168.10.100)")
+    kind = ("loopback" if ip.is_loopback else "unspecified" if ip.is_unspecified else
+            "multicast" if ip.is_multicast else "link-local" if ip.is_link_local else
+            "reserved" if ip.is_reserved else None)
+    if kind:
+        return f"{ip} is a {kind} address: the VIP must be a free unicast address in the " \
+               "control planes' subnet"
+    for net in cidrs:
+        if net.version == ip.version and ip in net:
+            return f"{ip} lies inside the cluster's network {net} (pod_cidr/service_cidr)"
+    return None
+
+
+def _vip(w: _Walker, node: Node, cidrs: list[Any]) -> VIPSpec:
+    f = w.mapping(node, "cluster.vip", VIP_KEYS, required=("address", "interface"))
+    if f is None:
+        return _BAD
+    address = interface = None
+    if (n := _given(f, "address")) is not None:
+        text = w.string(n, "cluster.vip.address")
+        address = w.check(n, "cluster.vip.address", text,
+                          functools.partial(_vip_address_error, cidrs=cidrs))
+        if _ok(address):
+            address = ipaddress.ip_address(address.strip()).compressed
+    if (n := _given(f, "interface")) is not None:
+        interface = w.check(n, "cluster.vip.interface", w.string(n, "cluster.vip.interface"),
+                            _interface_error)
+    if address is None or interface is None or not _ok(address, interface):
+        return _BAD
+    return VIPSpec(address=address, interface=interface, line=_line(node))
+
+
+def _check_vip(w: _Walker, vip: VIPSpec | None, drafts: list[_HostDraft]) -> None:
+    """The VIP belongs to no host: kube-vip adds it to the leader, so a host that already has it
+    would answer ARP for it too (two machines, one address)."""
+    if vip is None:
+        return
+    for d in drafts:
+        spec = d.spec
+        if spec is None:
+            continue
+        for key, value in (("address", spec.address), ("node_ip", spec.node_ip)):
+            if value and is_ip(value) and _address_key(value) == vip.address:
+                w.add(d.found.get(key), f"hosts[{d.index}].{key}",
+                      f"{value} is the VIP (cluster.vip.address, line {vip.line}): the VIP must "
+                      "be a free address that no host has; kube-vip adds it to the leading "
+                      "control plane")
 
 
 def _kubernetes_version(w: _Walker, node: Node) -> str:
@@ -1227,7 +1371,8 @@ def _check_endpoint(w: _Walker, drafts: list[_HostDraft], endpoint_given: bool,
         w.add(cluster_line, "cluster.control_plane_endpoint",
               f"required with more than one control plane ({len(cps)}: {names}); "
               "point it at a load balancer or virtual IP in front of every API server, "
-              "e.g. k8s-api.example.com:6443")
+              "e.g. k8s-api.example.com:6443, or give cluster.vip: {address, interface} and "
+              "gpuk8s runs kube-vip on the control planes (docs/ha.md)")
 
 
 # ---- public API ----------------------------------------------------------------------------
@@ -1270,6 +1415,7 @@ def parse_inventory(text: str, path: str = "<inventory>") -> Inventory:
     drafts = _hosts(w, top.get("hosts"), key_lines.get("hosts") or 1, ssh_defaults)
     if drafts:
         _check_endpoint(w, drafts, endpoint_given, cluster_line)
+        _check_vip(w, cluster.vip, drafts)
         _check_gpu(w, gpu, gpu_nodes, drafts)
     if w.problems:
         w.problems.sort(key=lambda p: p.line or 0)

@@ -12,6 +12,9 @@ KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 CA_CERT = "/etc/kubernetes/pki/ca.crt"
 APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
 ETCD_MEMBER_DIR = "/var/lib/etcd/member"
+# kube-vip (cluster.vip): its static pod, and the kubeconfig it needs while `kubeadm init` runs
+SUPER_ADMIN_CONF = "/etc/kubernetes/super-admin.conf"
+KUBE_VIP_MANIFEST = "/etc/kubernetes/manifests/kube-vip.yaml"
 # Files whose presence tells how far kubeadm got on a host (the probe reports which exist).
 KUBERNETES_STATE_FILES = (ADMIN_CONF, KUBELET_CONF, CA_CERT, APISERVER_MANIFEST, ETCD_MEMBER_DIR)
 
@@ -19,12 +22,15 @@ KUBERNETES_STATE_FILES = (ADMIN_CONF, KUBELET_CONF, CA_CERT, APISERVER_MANIFEST,
 GPUK8S_DIR = "/etc/gpuk8s"
 KUBEADM_INIT_CONFIG = "/etc/gpuk8s/kubeadm-init.yaml"
 KUBEADM_JOIN_CONFIG = "/etc/gpuk8s/kubeadm-join.yaml"
+KUBEADM_TOKEN_CONFIG = "/etc/gpuk8s/kubeadm-token.yaml"   # kubeadm token create --config (temporary)
 CALICO_INSTALLATION = "/etc/gpuk8s/calico-installation.yaml"
 
 # Host preparation
 MODULES_FILE = "/etc/modules-load.d/kubernetes.conf"
 SYSCTL_FILE = "/etc/sysctl.d/99-kubernetes.conf"
 CONTAINERD_CONFIG = "/etc/containerd/config.toml"
+# The NVIDIA Container Toolkit's containerd drop-in (the GPU Operator's toolkit writes it; verify checks it)
+CONTAINERD_DROP_IN = "/etc/containerd/conf.d/99-nvidia.toml"
 FSTAB = "/etc/fstab"
 SELINUX_CONFIG = "/etc/selinux/config"
 NM_CALICO_CONF = "/etc/NetworkManager/conf.d/calico.conf"

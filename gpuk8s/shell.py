@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Iterable, Union
+from typing import Callable, Iterable, Union
 
 _OPERATORS = frozenset({"&&", "||", "|", ";"})
 _REDIRECTS = frozenset({">", ">>", "<", "2>", "2>&1", "2>/dev/null", ">/dev/null"})
@@ -129,6 +129,17 @@ class Cmd:
             raise ValueError(f"unsupported redirection {op!r}")
         extra: tuple[object, ...] = (_Token(op),) if target is None else (_Token(op), target)
         return Cmd._from_parts(self._parts + extra)
+
+    def rewrite(self, fn: "Callable[[str], str]") -> "Cmd":
+        """The same command with every plain word w replaced by fn(w) (nested commands too;
+        operators and secrets untouched): verify's local kubectl with the user's kubeconfig."""
+        def one(p: object) -> object:
+            if isinstance(p, str):
+                return fn(p)
+            if isinstance(p, Nested):
+                return Nested(p.cmd.rewrite(fn))
+            return p
+        return Cmd._from_parts(one(p) for p in self._parts)
 
     def sudo(self) -> "Cmd":
         """Run the whole command as root through `sudo -n` (never prompts for a password)."""

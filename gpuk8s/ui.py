@@ -109,6 +109,47 @@ def summary_line(report) -> Text:
                 f"{warns} warning{'s' if warns != 1 else ''}", style=style)
 
 
+def render_verify(report, console: Console | None = None) -> None:
+    """`verify`: one table grouped by host and by cluster, failures first with their fix."""
+    console = console or out_console()
+    table = Table(title="gpuk8s verify", title_justify="left", header_style="bold", show_lines=False)
+    for col in ("group", "status", "check", "message"):
+        table.add_column(col, no_wrap=col in ("group", "status", "check"))
+
+    def rows(group: str, checks) -> None:
+        first = True
+        for c in sorted(checks, key=lambda c: _ORDER[c.status]):
+            msg = Text(printable(c.message))
+            if c.status in ("fail", "warn") and c.fix:
+                for line in c.fix.splitlines():
+                    msg.append(f"\n$ {printable(line)}", style="cyan")
+            table.add_row(_safe(group) if first else "", Text(c.status, style=STATUS_STYLE[c.status]),
+                          _safe(c.id), msg)
+            first = False
+
+    for h in sorted(report.hosts, key=lambda h: (h.reachable and not h.failed and not h.error, h.name)):
+        if not h.reachable:
+            table.add_row(_safe(h.name), Text("fail", style=STATUS_STYLE["fail"]), "reachable",
+                          Text(printable(f"unreachable ({h.error_kind}): {h.error}")))
+            table.add_section()
+            continue
+        if h.error:
+            table.add_row(_safe(h.name), Text("fail", style=STATUS_STYLE["fail"]), "host", Text(printable(h.error)))
+        rows("" if h.error else h.name, h.checks)
+        table.add_section()
+    rows(f"cluster ({report.cluster.where or '-'})", report.cluster.checks)
+    console.print(table)
+    fails = sum(len(h.failed) for h in report.hosts) + len(report.cluster.failed)
+    bad = len(report.unreachable)
+    if report.ok:
+        console.print(Text(f"cluster healthy: {len(report.hosts)} hosts, "
+                           f"{sum(len(h.checks) for h in report.hosts) + len(report.cluster.checks)} checks, "
+                           "nothing failed", style="bold green"))
+    else:
+        console.print(Text(f"not healthy: {fails} failed check{'s' if fails != 1 else ''}, {bad} "
+                           f"unreachable host{'s' if bad != 1 else ''}", style="bold red"))
+
+
 def render_written(paths, out) -> None:
     """`render`: every file written (stdout), then a count (stderr)."""
     console = out_console()
@@ -249,3 +290,84 @@ class HostProgress:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def render_kubeconfig(report) -> None:
+    """`kubeconfig`: the file on stdout when no -o/--merge was given (nothing else there);
+    what was done, the expiry and where it went on stderr. A dry run prints its plan."""
+    req = report.request
+    if report.dry_run:
+        render_plan(report.plan, err_console)
+    elif req.output is None and req.merge is None and req.content is not None:
+        import sys
+
+        sys.stdout.write(req.content)
+        sys.stdout.flush()
+    who = f"user {req.user} (ClusterRole {req.role})" if req.user else "admin"
+    lines = [f"kubeconfig: {who}, from {req.source or '?'}"]
+    if req.expires is not None:
+        lines.append(f"client certificate expires {req.expires.strftime('%Y-%m-%d %H:%M:%S UTC')}")
+    if req.written is not None and not report.dry_run:
+        lines.append(f"written to {req.written}" + (f" (context {req.context}: `kubectl config use-context "
+                                                    f"{req.context}`)" if req.merge and req.context else ""))
+    for line in lines:
+        err_console.print(printable(line), markup=False, highlight=False)
+
+
+def render_join(report, console: Console | None = None) -> None:
+    """`gpuk8s join`: the hosts left alone (already nodes), the phases, and the outcome."""
+    console = console or out_console()
+    for name in report.already_nodes:
+        console.print(Text(printable(f"= {name}: already a node (left alone)"), style="dim"))
+    table = Table(title="gpuk8s join" + (" (dry run)" if report.dry_run else ""), title_justify="left",
+                  header_style="bold")
+    for col, justify in (("phase", "left"), ("result", "left"), ("seconds", "right")):
+        table.add_column(col, justify=justify)
+    for p in report.phases:
+        if p.error:
+            res = Text("failed", style="bold red")
+        elif p.skipped:
+            res = Text("not needed", style="dim")
+        elif p.changes:
+            res = Text(f"{'would change' if report.dry_run else 'changed'} {len(p.changes)}", style="yellow")
+        else:
+            res = Text("unchanged", style="green")
+        table.add_row(_safe(p.name), res, f"{p.seconds:.1f}")
+    console.print(table)
+    render_gpu_nodes(getattr(report, "gpu_nodes", None) or [], console)
+    if report.dry_run:
+        render_plan(report.plan, console)
+    for name, why in report.failed_hosts.items():
+        console.print(Text(printable(f"✗ {name}: {why}"), style="bold red"))
+    if report.error:
+        console.print(Text(f"failed: {printable(report.error, lines=True)}", style="bold red"))
+        if report.log_path:
+            console.print(Text(f"full log (secrets redacted): {printable(report.log_path)}"))
+    elif not report.dry_run:
+        if report.failed_hosts:
+            console.print(Text(f"joined except {printable(', '.join(report.failed_hosts))}: fix "
+                               "and run `gpuk8s join` again", style="bold red"))
+        elif report.joined:
+            console.print(Text(printable(f"joined: {', '.join(report.joined)}"), style="bold green"))
+        else:
+            console.print(Text("nothing to join: every host is a node of the cluster", style="bold green"))
+
+
+def render_reset(report, console: Console | None = None) -> None:
+    """`reset`: the plan of a dry run, or what was done; the cause when a step failed."""
+    console = console or out_console()
+    if report.dry_run:
+        render_plan(report.plan, console)
+    if report.error:
+        console.print(Text(f"failed: {printable(report.error, lines=True)}", style="bold red"), soft_wrap=True)
+        if report.log_path:
+            console.print(Text(f"full log (secrets redacted): {printable(report.log_path)}"), soft_wrap=True)
+        return
+    if report.dry_run:
+        return
+    names = report.request.hosts or ("every host",)
+    if report.changed:
+        console.print(Text(f"reset {printable(', '.join(names))}: {len(report.plan.changes)} changes; "
+                           "`gpuk8s up` (or `gpuk8s join`) can take the hosts again", style="bold green"))
+    else:
+        console.print(Text(f"nothing to do: {printable(', '.join(names))} already reset", style="bold green"))

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from gpuk8s.errors import UsageError
 
 CUDA_SMOKE_IMAGE = "nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0-ubuntu22.04"
+# kube-vip (cluster.vip, docs/ha.md): the static pod that holds the control-plane VIP (ARP).
+# v1.0.4: github.com/kube-vip/kube-vip/releases; the image is ghcr.io/kube-vip/kube-vip:<tag>.
+KUBE_VIP_VERSION = "v1.0.4"
+KUBE_VIP_IMAGE = "ghcr.io/kube-vip/kube-vip"
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class Release:
     helm_sha256: str | None = None       # its sha256 (required unless HELM_SHA256 pins it)
     gpu_operator_chart: str | None = None  # local gpu-operator-<ver>.tgz instead of the repo
     cuda_image_pinned: bool = False      # versions.cuda_image given: used on every node
+    kube_vip: str = KUBE_VIP_VERSION     # kube-vip image tag (cluster.vip) or versions.kube_vip
 
     def accepts_containerd(self, installed: str | None) -> bool:
         """An installed containerd is new enough and, when pinned, matches the pinned prefix."""
@@ -318,13 +323,21 @@ def override_error(key: str, value: str, release: Release | None = None) -> str 
         return _image_error(value, "registry.k8s.io/pause:3.10")
     if key == "cuda_image":
         return _image_error(value, CUDA_SMOKE_IMAGE)
+    if key == "kube_vip":
+        return None if _KUBE_VIP_RE.fullmatch(value.strip()) else \
+            f"'{value}' is not a kube-vip release like {KUBE_VIP_VERSION}"
     raise KeyError(key)
+
+
+_KUBE_VIP_RE = re.compile(r"v?\d+\.\d+\.\d+")
 
 
 def _normalized(key: str, value: str) -> str:
     """Version numbers without a leading 'v' (containerd, Calico, Helm); images as given."""
     if key == "helm_sha256":
         return value.strip().lower()
+    if key == "kube_vip":   # the image tag: v1.0.4
+        return "v" + value.strip().lstrip("v")
     return value.strip().lstrip("v") if key in ("containerd", "calico", "helm") else value
 
 

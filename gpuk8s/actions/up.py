@@ -12,12 +12,14 @@ from gpuk8s.gate import Plan
 from gpuk8s.inventory import Inventory
 from gpuk8s.phases.base import Phase, PhaseAborted, PhaseResult, RunOptions
 from gpuk8s.phases.cluster import (ApplyNodeMetadata, InitControlPlane, InstallCalico,
-                                   JoinControlPlanes, JoinWorkers, WaitNodesReady, WriteKubeconfig)
+                                   JoinControlPlanes, JoinWorkers, WaitNodesReady)
 from gpuk8s.phases.gpu import (InstallGPUOperator, InstallHelm, LabelGPUNodes, SmokeTestGPUs,
                                WaitGPUOperator)
-from gpuk8s.phases.prepare import PrepareHosts
+from gpuk8s.phases.kubeconfig import WriteKubeconfig
 from gpuk8s.phases.preflight import (Connect, GatherFacts, PreflightReport, RequirePreflight,
                                      RunPreflightChecks)
+from gpuk8s.phases.prepare import PrepareHosts
+from gpuk8s.phases.vip import InstallKubeVip
 from gpuk8s.render import ClusterSecrets
 from gpuk8s.runlog import RunLog
 
@@ -42,11 +44,57 @@ class UpReport:
     def changed(self) -> bool:
         return bool(self.plan.changes)
 
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.failed_hosts
+
+    def to_dict(self) -> dict[str, Any]:
+        """`up --json`: the outcome, each phase, each change (commands masked), the GPU nodes."""
+        return {
+            "ok": self.ok,
+            "dry_run": self.dry_run,
+            "changed": self.changed,
+            "error": self.error,
+            "failed_hosts": dict(self.failed_hosts),
+            "ignored_checks": {k: list(v) for k, v in self.ignored.items()},
+            "phases": [_phase_dict(p, self.dry_run) for p in self.phases],
+            "changes": [{"host": c.host, "description": c.description, "commands": c.commands,
+                         "files": [f.path for f in c.files]} for c in self.plan.changes],
+            "gpu_nodes": [dict(r) for r in self.gpu_nodes],
+            "preflight": preflight_summary(self.preflight),
+            "kubeconfig": str(self.kubeconfig) if self.kubeconfig and not self.dry_run else None,
+            "log": str(self.log_path) if self.log_path else None,
+        }
+
+
+def _phase_dict(p: PhaseResult, dry_run: bool) -> dict[str, Any]:
+    status = ("failed" if p.error else "not-needed" if p.skipped else
+              ("would-change" if dry_run else "changed") if p.changes else "unchanged")
+    return {"name": p.name, "status": status, "changes": list(p.changes), "notes": list(p.notes),
+            "seconds": round(p.seconds, 3), "error": p.error}
+
+
+def preflight_summary(report: PreflightReport | None) -> dict[str, Any] | None:
+    """Preflight's outcome inside `up --json`: per host, reachability and the checks that did not
+    pass (`gpuk8s preflight --json` has the facts too)."""
+    if report is None:
+        return None
+    return {"ok": report.ok, "hosts": [
+        {"name": h.name, "reachable": h.reachable, "error": h.error,
+         "checks": [c.to_dict() for c in h.checks if c.status != "pass"]} for h in report.hosts]}
+
+
+def preflight_failed_document(report: PreflightReport, error: str, dry_run: bool) -> dict[str, Any]:
+    """`up --json` when preflight failed: nothing was changed."""
+    return {"ok": False, "dry_run": dry_run, "changed": False, "error": error, "failed_hosts": {},
+            "ignored_checks": {}, "phases": [], "changes": [], "gpu_nodes": [],
+            "preflight": preflight_summary(report), "kubeconfig": None, "log": None}
+
 
 def phases(kubeconfig: Path) -> list[Phase]:
     return [Connect(), GatherFacts(), RunPreflightChecks(), RequirePreflight(), PrepareHosts(),
             InitControlPlane(), InstallCalico(), InstallHelm(), InstallGPUOperator(),
-            JoinControlPlanes(), JoinWorkers(), ApplyNodeMetadata(), LabelGPUNodes(),
+            JoinControlPlanes(), InstallKubeVip(), JoinWorkers(), ApplyNodeMetadata(), LabelGPUNodes(),
             WaitNodesReady(), WaitGPUOperator(), SmokeTestGPUs(), WriteKubeconfig(kubeconfig)]
 
 

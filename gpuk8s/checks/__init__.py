@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Mapping
 
 # Importing the area modules registers their checks into PREFLIGHT.
-from gpuk8s.checks import fleet, gpu, host, network, runtime  # noqa: F401
+from gpuk8s.checks import endpoint, fleet, gpu, host, network, runtime  # noqa: F401
 from gpuk8s.checks.base import (FAIL, PASS, SKIP, STATUSES, WARN, CheckContext, CheckInfo,
                                 CheckResult, CheckSet, is_gpu_host, overall_status)
 from gpuk8s.checks.gpu import driver_mode

@@ -154,6 +154,11 @@ class CheckSet:
     def infos(self) -> list[CheckInfo]:
         return [e.info for e in self._ordered()]
 
+    def checks(self) -> list[tuple[CheckInfo, Check]]:
+        """(info, function) of every check, in order: for a caller that runs them itself
+        (verify's host checks run concurrently, phases/verify.py)."""
+        return [(e.info, e.fn) for e in self._ordered()]
+
     @property
     def repaired_by_up(self) -> frozenset[str]:
         return frozenset(e.info.id for e in self._ordered() if e.repaired_by_up)
@@ -163,6 +168,17 @@ class CheckSet:
         """Every check of the set for one host, in order; `fleet` maps host name -> Facts."""
         ctx = CheckContext.for_host(inventory, host, facts, fleet)
         return [_run_one(e, ctx) for e in self._ordered()]
+
+    def run_on(self, ctx: Any, crash: Callable[[str, Exception], CheckResult]) -> list[CheckResult]:
+        """Every check of the set on a context of the set's own type (verify's cluster checks
+        read one cluster-wide context, not a host's); a check that raises reports crash(id, e)."""
+        out = []
+        for e in self._ordered():
+            try:
+                out.append(e.fn(ctx))
+            except Exception as ex:  # noqa: BLE001 - one odd object never breaks the other checks
+                out.append(crash(e.info.id, ex))
+        return out
 
 
 def _run_one(entry: _Entry, ctx: CheckContext) -> CheckResult:

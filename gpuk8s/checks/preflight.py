@@ -13,6 +13,7 @@ PREFLIGHT_ORDER = (
     "hostname-valid", "hostname-unique", "product-uuid-unique", "mac-unique",
     "kernel-modules", "ip-forward", "bridge-netfilter", "required-binaries", "time-sync",
     "ports-free", "firewall", "cidr-overlap", "node-ip", "endpoint-resolves",
+    "endpoint-target", "vip-free", "vip-interface",
     "containerd-version", "containerd-cri-enabled", "containerd-systemd-cgroup",
     "containerd-config-version", "containerd-sandbox-image", "kube-tools-version", "helm",
     "cni-config-clean",

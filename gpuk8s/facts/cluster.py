@@ -19,8 +19,21 @@ if TYPE_CHECKING:
 # What a run checks first, read in one kubectl call: the nodes, Calico's Installation and its
 # tigerastatus (a re-run on a finished cluster needs nothing else from the API server).
 CLUSTER_TYPES = ("nodes", "installations.operator.tigera.io", "tigerastatuses.operator.tigera.io")
+CALICO_TYPES = CLUSTER_TYPES[1:]
+# With GPU nodes the same call also lists, with `-n <operator namespace>` (cluster-scoped types
+# are listed whole, namespaced ones in that namespace): the ClusterPolicy (a CRD: absent until
+# the operator's chart is installed), the namespaces, and the operator namespace's ConfigMaps and
+# pods, so a re-run on a finished GPU cluster reads the API server once.
+CLUSTER_POLICY_TYPE = "clusterpolicies.nvidia.com"
+GPU_CORE_TYPES = ("namespaces", "configmaps", "pods")
 # kubectl's message when a type's CRD does not exist (yet): it then refuses the whole call.
 NO_SUCH_TYPE = "the server doesn't have a resource type"
+
+
+def _missing_type(stderr: str) -> str:
+    """The type kubectl names in `error: the server doesn't have a resource type "X"` ('' if none)."""
+    tail = stderr.split(NO_SUCH_TYPE, 1)[1] if NO_SUCH_TYPE in stderr else ""
+    return tail.strip().split('"')[1].lower() if tail.strip().startswith('"') and tail.count('"') >= 2 else ""
 
 
 def kubectl(*args: str) -> Cmd:
@@ -83,9 +96,12 @@ def installation_pools(objects: dict[str, list[dict]]) -> list[str] | None:
 class ClusterFacts:
     """The cluster as one control plane's kubectl sees it; read once until invalidated."""
 
-    def __init__(self, host: Any):
+    def __init__(self, host: Any, gpu_namespace: str | None = None):
         self.host = host                     # a gpuk8s.host.Host that has admin.conf
         self.calico_crds: bool | None = None  # Calico's CRDs exist (None: not known yet)
+        self.gpu_crds: bool | None = None     # the GPU Operator's ClusterPolicy CRD exists
+        # A run with GPU nodes reads the operator's objects in the same call (GPU_TYPES).
+        self.gpu_namespace = gpu_namespace
         self._objects: dict[str, list[dict]] | None = None
         self.last: Result | None = None       # the last read, for error messages
 
@@ -93,25 +109,46 @@ class ClusterFacts:
         """Something changed the cluster: the next question reads it again."""
         self._objects = None
 
-    def read(self) -> dict[str, list[dict]] | None:
-        """Nodes, Installation and tigerastatus in one call; None when the API does not answer.
+    def _types(self) -> list[str]:
+        types = ["nodes"] + (list(CALICO_TYPES) if self.calico_crds is not False else [])
+        if self.gpu_namespace:
+            types += ([CLUSTER_POLICY_TYPE] if self.gpu_crds is not False else []) + list(GPU_CORE_TYPES)
+        return types
 
-        Before Calico's CRDs exist kubectl refuses the whole call, so the nodes are read alone.
+    def read(self) -> dict[str, list[dict]] | None:
+        """Nodes, Installation and tigerastatus (and, in a run with GPU nodes, the ClusterPolicy
+        and the operator namespace's pods and ConfigMaps) in one call; None when the API does not
+        answer.
+
+        kubectl refuses the whole call when one type's CRD does not exist (yet: before Calico or
+        the operator is installed); the read is then made again without the type it named, which
+        stays left out until the phase that installs it says otherwise (`calico_crds`/`gpu_crds`).
         """
-        if self.calico_crds is not False:
-            res = self.last = self.host.read(kubectl("get", ",".join(CLUSTER_TYPES), "-o", "json"),
-                                             check=False)
-            if res.exit_status == 0 or NO_SUCH_TYPE not in res.stderr:
-                items = parse_list(res.stdout) if res.exit_status == 0 else None
-                if items is not None:
+        for _ in range(3):   # bounded: each retry leaves one CRD group out
+            types = self._types()
+            ns = ["-n", self.gpu_namespace] if self.gpu_namespace else []
+            res = self.last = self.host.read(kubectl("get", ",".join(types), *ns, "-o", "json"), check=False)
+            if res.exit_status != 0 and NO_SUCH_TYPE in res.stderr:
+                missing = _missing_type(res.stderr)
+                if CLUSTER_POLICY_TYPE in types and CLUSTER_POLICY_TYPE.startswith(missing):
+                    self.gpu_crds = False
+                    continue
+                if self.calico_crds is not False:
+                    self.calico_crds = False   # Calico's, or a name we do not know: nodes alone
+                    continue
+                if self.gpu_crds is not False and self.gpu_namespace:
+                    self.gpu_crds = False
+                    continue
+            items = parse_list(res.stdout) if res.exit_status == 0 else None
+            if items is not None:
+                if CALICO_TYPES[0] in types:
                     self.calico_crds = True
-                    self._objects = by_kind(items)
-                return self._objects if items is not None else None
-            self.calico_crds = False
-        res = self.last = self.host.read(kubectl("get", "nodes", "-o", "json"), check=False)
-        items = parse_list(res.stdout) if res.exit_status == 0 else None
-        self._objects = by_kind(items) if items is not None else None
-        return self._objects
+                if CLUSTER_POLICY_TYPE in types:
+                    self.gpu_crds = True
+            self._objects = by_kind(items) if items is not None else None
+            return self._objects
+        self._objects = None
+        return None
 
     def objects(self) -> dict[str, list[dict]]:
         """What was read last, or a fresh read after an invalidate (empty when unanswered)."""
@@ -121,6 +158,11 @@ class ClusterFacts:
 
     def nodes(self) -> dict[str, dict]:
         return nodes_by_name(self.objects().get("Node", []))
+
+    def seed(self, objects: dict[str, list[dict]]) -> None:
+        """Objects read elsewhere in one call (verify's batched read): no second read of them."""
+        self._objects = dict(objects)
+        self.calico_crds = bool(objects.get("TigeraStatus")) or self.calico_crds
 
     def fresh_nodes(self) -> dict[str, dict]:
         """The nodes read now (waiting loops), without touching the cached objects."""

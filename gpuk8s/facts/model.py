@@ -73,6 +73,10 @@ class Facts:
     ufw_enabled: bool | None = None
     listening_ports: list[int] = field(default_factory=list)
     endpoint_addresses: list[str] | None = None            # None when no endpoint was asked
+    # TCP connect to the endpoint: open | refused | timeout | unreachable | error: <text>;
+    # None when the probe did not try (no endpoint, or not a node and no cluster.vip)
+    endpoint_tcp: str | None = None
+    interfaces: dict[str, list[str]] = field(default_factory=dict)  # every iface -> "10.0.0.5/24"
     containerd_version: str | None = None
     containerd: ContainerdConfig = field(default_factory=ContainerdConfig)
     kubeadm_version: str | None = None

@@ -171,3 +171,44 @@ def parse_ufw_conf(text: str | None) -> bool | None:
     if "ENABLED" not in kv:
         return None
     return kv["ENABLED"].strip("\"'").lower() == "yes"
+
+
+def parse_interfaces(links: str | None, addrs: str | None) -> dict[str, list[str]]:
+    """Every interface `ip -o link` lists (virtual ones too: a VIP may sit on a bond or VLAN)
+    -> its global addresses with prefix, from `ip -o addr` ("3: eth0    inet 10.0.0.5/24 ...")."""
+    out: dict[str, list[str]] = {}
+    for line in nonblank_lines(links):
+        m = re.match(r"^\d+:\s+([^:@\s]+)(?:@\S+)?:\s", line)
+        if m and "link/" in line:
+            out.setdefault(m.group(1), [])
+    for line in nonblank_lines(addrs):
+        m = re.match(r"^\d+:\s+([^:@\s]+)\s+inet6?\s+(\S+)", line)
+        if not m or " scope host" in line or " scope link" in line:
+            continue
+        if _valid(ipaddress.ip_interface, m.group(2)):
+            out.setdefault(m.group(1), []).append(m.group(2))
+    return out
+
+
+def parse_endpoint_tcp(text: str | None) -> str | None:
+    """The probe's TCP connect to the endpoint (bash /dev/tcp under `timeout 1`): "rc=N" then
+    bash's message -> open | refused | timeout | unreachable | "error: <message>"; None when the
+    probe did not try."""
+    lines = nonblank_lines(text)
+    if not lines:
+        return None
+    if lines[0] in ("nobash", "notimeout"):
+        return f"error: no {lines[0][2:]} on the host to test a TCP connection with"
+    m = re.fullmatch(r"rc=(\d+)", lines[0].strip())
+    if not m:
+        return None
+    rc, message = int(m.group(1)), " ".join(lines[1:])
+    if rc == 0:
+        return "open"
+    if "refused" in message:
+        return "refused"
+    if rc == 124:
+        return "timeout"
+    if "unreachable" in message.lower() or "no route to host" in message.lower():
+        return "unreachable"
+    return f"error: {message[-200:] or f'exit status {rc}'}"

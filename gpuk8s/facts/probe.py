@@ -17,7 +17,8 @@ from gpuk8s.errors import TransportError
 from gpuk8s.facts.gpu import (nouveau_loaded, parse_driver, parse_gpus, parse_nouveau_settings,
                               parse_nvidia_module_type, parse_nvml_error)
 from gpuk8s.facts.model import Facts
-from gpuk8s.facts.network import parse_endpoint, parse_listen, parse_network, parse_ufw_conf
+from gpuk8s.facts.network import (parse_endpoint, parse_endpoint_tcp, parse_interfaces,
+                                  parse_listen, parse_network, parse_ufw_conf)
 from gpuk8s.facts.runtime import (parse_containerd_config, parse_containerd_version,
                                   parse_kube_version, parse_name_list)
 from gpuk8s.facts.system import (br_netfilter_loaded, overlay_available, parse_binaries,
@@ -47,14 +48,24 @@ def probe_script() -> str:
     return resources.files("gpuk8s.facts").joinpath("probe.sh").read_text(encoding="utf-8")
 
 
-def probe_args(endpoint_host: str) -> tuple[str, ...]:
-    """probe.sh's arguments: endpoint host, state files, the separator, managed files."""
-    return (endpoint_host, *KUBERNETES_STATE_FILES, ARGS_SEPARATOR, *MANAGED_FILES)
+def probe_args(endpoint_host: str, tcp: str | None = None) -> tuple[str, ...]:
+    """probe.sh's arguments: endpoint host, [tcp:PORT | tcp!:PORT], state files, the separator,
+    managed files."""
+    return (endpoint_host, *((tcp,) if tcp and endpoint_host else ()), *KUBERNETES_STATE_FILES,
+            ARGS_SEPARATOR, *MANAGED_FILES)
 
 
 def probe_command(inventory: Inventory) -> Cmd:
-    """`sh -s -- <endpoint host> <paths...>`: the probe script itself travels on stdin."""
-    return Cmd("sh", "-s", "--", *probe_args(inventory.cluster.endpoint_host or ""))
+    """`sh -s -- <endpoint host> <paths...>`: the probe script itself travels on stdin.
+
+    With an endpoint, nodes of a running cluster connect to it (tcp:PORT); with cluster.vip
+    every host does (tcp!:PORT), so preflight knows whether the VIP is still free."""
+    c = inventory.cluster
+    tcp = None
+    if c.endpoint_host:
+        vip = getattr(c, "vip", None)
+        tcp = f"{'tcp!' if vip is not None else 'tcp'}:{getattr(c, 'endpoint_port', 6443)}"
+    return Cmd("sh", "-s", "--", *probe_args(c.endpoint_host or "", tcp))
 
 
 def gather_facts(transport, inventory: Inventory,
@@ -132,6 +143,8 @@ SECTION_PARSERS: tuple[SectionParser, ...] = (
     _row("ufw_conf", "ufw_enabled", parse_ufw_conf),
     _row("listen", "listening_ports", parse_listen),
     _row("endpoint", "endpoint_addresses", parse_endpoint),
+    _row("endpoint_tcp", "endpoint_tcp", parse_endpoint_tcp),
+    _row("links addrs", "interfaces", parse_interfaces),
     _row("containerd_version", "containerd_version", parse_containerd_version),
     _row("containerd_config", "containerd", parse_containerd_config),
     _row("kubeadm_version", "kubeadm_version", parse_kube_version),

@@ -6,6 +6,9 @@
 LC_ALL=C; export LC_ALL
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH; export PATH
 ep=$1; [ $# -gt 0 ] && shift
+# Optional "tcp:PORT" (connect to the endpoint from nodes of a running cluster) or "tcp!:PORT"
+# (from every host: cluster.vip, whose address must be free before init); state files follow.
+tcp=; case ${1-} in tcp:*|tcp!:*) tcp=$1; shift ;; esac
 s() { printf '\n@@gpuk8s:%s\n' "$1"; }
 f() { [ -r "$1" ] && cat "$1" 2>/dev/null; return 0; }
 # Small files through the shell's own read: no process per file.
@@ -69,6 +72,19 @@ s ufw_conf; r /etc/ufw/ufw.conf
 # ss asks the kernel for listening sockets only; /proc/net/tcp walks every connection bucket.
 s listen; ss -Hltn 2>/dev/null || cat /proc/net/tcp /proc/net/tcp6 2>/dev/null
 s endpoint; [ -n "$ep" ] && getent ahosts "$ep" 2>/dev/null
+# A TCP connect to the endpoint, 1 s at most (a free VIP never answers ARP: that is the wait).
+s endpoint_tcp
+case $tcp in
+  tcp!:*) go=1 ;;
+  tcp:*) go=; for p in "$@"; do [ "$p" = -- ] && break; case $p in */kubelet.conf) [ -e "$p" ] && go=1 ;; esac; done ;;
+  *) go= ;;
+esac
+if [ -n "$go" ] && [ -n "$ep" ]; then
+  if ! command -v bash >/dev/null 2>&1; then echo nobash
+  elif ! command -v timeout >/dev/null 2>&1; then echo notimeout
+  else e=$(timeout 1 bash -c ': <>"/dev/tcp/$0/$1"' "$ep" "${tcp#*:}" 2>&1); echo "rc=$?"; printf '%s\n' "$e"
+  fi
+fi
 # Version queries are local and quick; only tools known to hang (nvidia-smi, mokutil) get a timeout.
 s containerd_version; command -v containerd >/dev/null 2>&1 && containerd --version 2>&1
 s containerd_config; f /etc/containerd/config.toml

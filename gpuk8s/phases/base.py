@@ -61,6 +61,10 @@ class RunState:
     artifacts: list[Any] = field(default_factory=list)  # rendered files (render)
     gpu_summary: list[dict] = field(default_factory=list)  # one row per GPU node (phases/gpu.py)
     written: list[Path] = field(default_factory=list)   # files written locally (render)
+    verify_hosts: dict[str, list] = field(default_factory=dict)  # host -> CheckResults (phases/verify.py)
+    # Hosts this run reads but never works on (join: the first control plane and the hosts that
+    # are already nodes): `Context.live()` leaves them out, so no phase prepares, joins or waits on them.
+    left_alone: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -93,8 +97,9 @@ class Context:
         return self.host(self.inventory.first_control_plane.name)
 
     def live(self, hosts: Iterable[Host] | None = None) -> list[Host]:
-        """The hosts (all by default) that no phase has failed on."""
-        return [h for h in (self.hosts if hosts is None else hosts) if h.failed is None]
+        """The hosts (all by default) that no phase has failed on and the run works on."""
+        return [h for h in (self.hosts if hosts is None else hosts)
+                if h.failed is None and h.name not in self.state.left_alone]
 
     @property
     def failed_hosts(self) -> dict[str, str]:

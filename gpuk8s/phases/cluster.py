@@ -6,26 +6,31 @@ Installation applied, label set), so a re-run is the recovery path.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import secrets as _secrets
+from dataclasses import replace
 from typing import Callable
 
 import yaml
 
 from gpuk8s.errors import ClusterStateError, Gpuk8sError, RemoteCommandError, WaitTimeout
 from gpuk8s.facts.cluster import ClusterFacts, kubectl, node_ready
-from gpuk8s.gate import LOCAL, Change
+from gpuk8s.gate import Change
 from gpuk8s.host import Host
 from gpuk8s.paths import ADMIN_CONF, CA_CERT, CALICO_INSTALLATION, KUBELET_CONF
+from gpuk8s.phases import vip
 from gpuk8s.phases.base import Context, Phase, PhaseResult, poll
 from gpuk8s.phases.preflight import refresh
 from gpuk8s.pki import ca_cert_hash
 from gpuk8s.render import (RenderedFile, calico_installation, calico_manifest_urls,
-                           kubeadm_init_config, kubeadm_join_config, node_labels_after_join)
+                           kubeadm_init_config, kubeadm_join_config, kubeadm_token_config,
+                           node_labels_after_join)
 from gpuk8s.render.placeholders import PLACEHOLDER_CA_HASH
-from gpuk8s.shell import Cmd
+from gpuk8s.shell import Cmd, Secret
 
 KUBEADM_TIMEOUT = 900.0
+# The bootstrap token `up` makes when init did not (a re-run): as long as the uploaded
+# control-plane certificates live, like the one init makes.
+UP_TOKEN_TTL = "2h0m0s"
 
 
 def _bootstrapped(ctx: Context) -> bool:
@@ -35,7 +40,11 @@ def _bootstrapped(ctx: Context) -> bool:
 def cluster(ctx: Context) -> ClusterFacts:
     """The cluster as the first control plane sees it (one shared, explicitly invalidated view)."""
     if ctx.state.cluster is None:
-        ctx.state.cluster = ClusterFacts(ctx.first_cp)
+        from gpuk8s.checks.base import is_gpu_host
+        from gpuk8s.versions import GPU_OPERATOR_NAMESPACE
+
+        gpu = any(is_gpu_host(h.spec, h.facts) for h in ctx.live())
+        ctx.state.cluster = ClusterFacts(ctx.first_cp, GPU_OPERATOR_NAMESPACE if gpu else None)
     return ctx.state.cluster
 
 
@@ -104,13 +113,18 @@ class InitControlPlane(UsesJoinToken):
                     f"{host.name}: {ADMIN_CONF} exists but the API server does not answer "
                     f"({ctx.log.redact(stderr.strip()[-300:])}). A previous `kubeadm init` probably "
                     f"failed: run `kubeadm reset -f` on {host.name}, then `gpuk8s up` again.")
+            vip.after_init(ctx, host)     # cluster.vip: the manifest reads admin.conf from now on
             return PhaseResult(self.title, notes=[f"{host.name}: already initialised ({ADMIN_CONF} exists)"])
         cfg = kubeadm_init_config(ctx.inventory, host.spec, ctx.secrets, ctx.release)
+        # cluster.vip: kube-vip's static pod goes in before init (kubeadm's init preflight checks
+        # only its own four manifests), reading super-admin.conf until init is done (phases/vip.py).
+        vip.before_init(ctx, host)
         _creating_token(ctx, lambda: host.with_secret_file(
             cfg, Cmd("kubeadm", "init", "--config", cfg.path, "--upload-certs"), "kubeadm init",
             timeout=KUBEADM_TIMEOUT,
             hint="fix the cause shown above, then run `gpuk8s up` again (a failed init leaves "
                  "files behind: `kubeadm reset -f` on that host first)"))
+        vip.after_init(ctx, host)
         if not ctx.dry_run:
             refresh(ctx, [host])
             ctx.cluster_changed()
@@ -189,19 +203,33 @@ def _ca_hash(ctx: Context) -> str:
     return ca_cert_hash(ctx.first_cp.read(Cmd("cat", CA_CERT)).stdout)
 
 
-def _ensure_token(ctx: Context) -> None:
-    """Make sure this run's bootstrap token exists (created by init, or now)."""
+def _ensure_token(ctx: Context, ttl: str = UP_TOKEN_TTL, description: str = "") -> None:
+    """Make sure this run's bootstrap token exists (created by init, or now, with this TTL and
+    description: `kubeadm token create` refuses --ttl/--description beside --config)."""
     if ctx.state.token_in_use:
         return
     host = ctx.first_cp
-    cfg = kubeadm_init_config(ctx.inventory, host.spec, ctx.secrets, ctx.release)
+    cfg = kubeadm_token_config(ctx.secrets, ctx.release, ttl=ttl, host=host.name,
+                               description=description or f"gpuk8s: joins to {ctx.inventory.cluster.name}")
     _creating_token(ctx, lambda: host.with_secret_file(
         cfg, Cmd("kubeadm", "token", "create", "--config", cfg.path),
-        "create a short-lived bootstrap token", accept_stderr="already exists"))
+        f"create a short-lived bootstrap token (ttl {ttl})", accept_stderr="already exists"))
+
+
+def _fresh_certificate_key(ctx: Context) -> None:
+    """A new certificate key for the next upload (only this run knows it; never printed)."""
+    if ctx.secrets is None or ctx.secrets.is_placeholder():
+        return
+    key = _secrets.token_hex(32)
+    ctx.log.add_secret(key)
+    ctx.secrets = replace(ctx.secrets, certificate_key=Secret(key))
 
 
 def _upload_certs(ctx: Context) -> None:
-    """Upload fresh control-plane certificates (they expire two hours after each upload)."""
+    """Upload the control-plane certificates under a fresh certificate key, right before a
+    control-plane join (kubeadm deletes them two hours after each upload). The key travels in
+    the secret config file, never on a command line."""
+    _fresh_certificate_key(ctx)
     host = ctx.first_cp
     cfg = kubeadm_init_config(ctx.inventory, host.spec, ctx.secrets, ctx.release)
     host.with_secret_file(
@@ -209,47 +237,60 @@ def _upload_certs(ctx: Context) -> None:
         "upload control-plane certificates (valid 2 h)")
 
 
-def _join(ctx: Context, host: Host, ca_hash: str) -> None:
+def _join(ctx: Context, host: Host, ca_hash: str, command: str = "up") -> None:
     cfg = kubeadm_join_config(ctx.inventory, host.spec, ctx.secrets, ctx.release, ca_hash)
     role = "control plane" if host.is_control_plane else "worker"
     host.with_secret_file(
         cfg, Cmd("kubeadm", "join", "--config", cfg.path), f"kubeadm join as {role}",
         timeout=KUBEADM_TIMEOUT,
-        hint=f"fix the cause on {host.name} (then `kubeadm reset -f` there) and run `gpuk8s up` again")
+        hint=f"fix the cause on {host.name} (then `kubeadm reset -f` there) and run `gpuk8s {command}` again")
 
 
 def _pending(ctx: Context, hosts: list[Host]) -> list[Host]:
     return [h for h in ctx.live(hosts) if not h.has_file(KUBELET_CONF)]
 
 
+def _not_first(ctx: Context, control_plane: bool) -> list[Host]:
+    first = ctx.inventory.first_control_plane.name
+    return [h for h in ctx.hosts if h.is_control_plane == control_plane and h.name != first]
+
+
 class JoinControlPlanes(UsesJoinToken):
+    """Control planes join one at a time (etcd grows by one member per join), each right after
+    a fresh upload of the certificates. `up` and `join` share it; `join` passes its own token
+    TTL and description (the token lives only as long as the run)."""
+
     title = "join control planes"
 
+    def __init__(self, token_ttl: str = UP_TOKEN_TTL, token_description: str = "",
+                 command: str = "up"):
+        self.token_ttl, self.token_description, self.command = token_ttl, token_description, command
+
     def run(self, ctx: Context) -> PhaseResult:
-        pending = _pending(ctx, [h for h in ctx.hosts if h.is_control_plane][1:])
+        pending = _pending(ctx, _not_first(ctx, True))
         if not pending:
             return PhaseResult(self.title, notes=["every control plane is a member"])
-        _ensure_token(ctx)
+        _ensure_token(ctx, self.token_ttl, self.token_description)
         ca = _ca_hash(ctx)
         for host in pending:  # one at a time: etcd grows by one member per join
             _upload_certs(ctx)
-            _join(ctx, host, ca)
+            _join(ctx, host, ca, self.command)
         if not ctx.dry_run:
             refresh(ctx, pending)
             ctx.cluster_changed()
         return PhaseResult(self.title)
 
 
-class JoinWorkers(UsesJoinToken):
+class JoinWorkers(JoinControlPlanes):
     title = "join workers"
 
     def run(self, ctx: Context) -> PhaseResult:
-        pending = _pending(ctx, [h for h in ctx.hosts if not h.is_control_plane])
+        pending = _pending(ctx, _not_first(ctx, False))
         if not pending:
             return PhaseResult(self.title, notes=["every worker is a member"])
-        _ensure_token(ctx)
+        _ensure_token(ctx, self.token_ttl, self.token_description)
         ca = _ca_hash(ctx)
-        ctx.parallel(pending, lambda h: _join(ctx, h, ca), self.title, fatal=False)
+        ctx.parallel(pending, lambda h: _join(ctx, h, ca, self.command), self.title, fatal=False)
         if not ctx.dry_run:
             refresh(ctx, ctx.live(pending))
             ctx.cluster_changed()
@@ -318,58 +359,3 @@ class WaitNodesReady(Phase):
 
         wait_for(ctx, "every node to be Ready", probe, diagnose)
         return PhaseResult(self.title, notes=[f"{len(want)} nodes Ready"])
-
-
-def kubeconfig_for_user(admin_conf: str, server: str) -> str:
-    """The admin kubeconfig with its server pointing at the control-plane endpoint."""
-    doc = yaml.safe_load(admin_conf) or {}
-    for c in doc.get("clusters") or []:
-        c.setdefault("cluster", {})["server"] = server
-    return yaml.safe_dump(doc, sort_keys=False)
-
-
-# One round trip: is the user's copy current (first line: cmp's status), then admin.conf itself.
-_COMPARE_AND_READ = 'cmp -s -- "$1" "$2"; echo "$?"; cat -- "$1"'
-
-
-class WriteKubeconfig(Phase):
-    title = "write kubeconfig"
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def run(self, ctx: Context) -> PhaseResult:
-        host = ctx.first_cp
-        user = host.spec.ssh.user
-        admin = ""
-        if not ctx.dry_run or _bootstrapped(ctx):
-            home = "/root" if user == "root" else (
-                (host.read(Cmd("getent", "passwd", user)).stdout.split(":") + [""] * 6)[5] or f"/home/{user}")
-            target = f"{home}/.kube/config"
-            res = host.read(Cmd("sh", "-c", _COMPARE_AND_READ, "gpuk8s-kubeconfig", ADMIN_CONF, target),
-                            check=False)
-            first, _, admin = res.stdout.partition("\n")
-            if first.strip() != "0":
-                host.change(f"install the admin kubeconfig for {user} at {target}",
-                            Cmd("install", "-D", "-m", "0600", "-o", user, ADMIN_CONF, target))
-        ctx.state.kubeconfig = self.path
-        if ctx.dry_run and not _bootstrapped(ctx):
-            ctx.gate.apply(Change(LOCAL, f"write the admin kubeconfig to {self.path}", local=lambda: None))
-            return PhaseResult(self.title)
-        if not admin.strip():
-            admin = host.read(Cmd("cat", ADMIN_CONF)).stdout
-        content = kubeconfig_for_user(admin, f"https://{ctx.inventory.control_plane_endpoint}")
-        current = self.path.read_text() if self.path.exists() else None
-        if current != content:
-            ctx.gate.apply(Change(LOCAL, f"write the admin kubeconfig to {self.path} (mode 0600)",
-                                  local=lambda: write_private(self.path, content)))
-        return PhaseResult(self.title, notes=[f"kubeconfig: {self.path}"])
-
-
-def write_private(path: Path, content: str) -> None:
-    """Write a file only its owner can read (mode 0600 from the moment it exists)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(content)
-    os.chmod(path, 0o600)

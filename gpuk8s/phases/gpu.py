@@ -26,22 +26,19 @@ from typing import Any
 
 import yaml
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
 from gpuk8s import gpu_models
 from gpuk8s.checks.gpu import driver_mode as facts_driver_mode
 from gpuk8s.errors import UsageError, VerificationError, WaitTimeout
+from gpuk8s.facts.runtime import has_nvidia_runtime
 from gpuk8s.facts.cluster import (allocatable, clusterpolicy_state, get_objects, helm,
-                                  helm_release, helm_values, kubectl, list_objects, node_labels)
+                                  helm_release, helm_values, kubectl, list_objects, name_of, node_labels)
 from gpuk8s.gate import Change
 from gpuk8s.host import Host
 from gpuk8s.paths import GPUK8S_DIR, KUBELET_CONF
 from gpuk8s.phases.base import Context, Phase, PhaseResult, poll
 from gpuk8s.phases.cluster import _bootstrapped, cluster
 from gpuk8s.render.base import RenderedFile
+from gpuk8s.runner import call_in_thread, wait_thread
 from gpuk8s.render.gpu import (DEVICE_PLUGIN_CONFIGMAP, LABEL_DEPLOY_DRIVER, SMOKE_PASS_LINE,
                                GPUNode, cuda_smoke_job, device_plugin_config, gpu_node,
                                gpu_node_labels, gpu_operator_namespace, gpu_operator_values,
@@ -243,6 +240,49 @@ def label_gpu_nodes(ctx: Context, gnodes: list[GPUNode], nodes: dict[str, dict])
     return count
 
 
+def _helm_state(cp: Host, major: int) -> tuple[dict | None, dict | None]:
+    """(the release's `helm list` entry, its user-supplied values): both reads at once (a
+    re-run's only Helm calls); the values count only when the release exists."""
+    t, box = call_in_thread(lambda: helm_values(cp, GPU_OPERATOR_RELEASE_NAME, NS), name="gpuk8s-helm-values")
+    try:
+        entry = helm_release(cp, GPU_OPERATOR_RELEASE_NAME, NS, major)
+    finally:
+        wait_thread(t)
+    if "error" in box:
+        raise box["error"]
+    return entry, (box.get("value") if entry else None)
+
+
+def _namespace_and_configmap(ctx: Context) -> dict[tuple[str, str], dict]:
+    """The operator's Namespace and the device-plugin ConfigMap, keyed (kind, name), from the
+    run's one cluster read (facts/cluster.py GPU_TYPES)."""
+    view = cluster(ctx)
+    if view.gpu_namespace != NS:   # a view made without the GPU types: ask for the two objects
+        return {(o.get("kind"), name_of(o)): o for o in
+                get_objects(ctx.first_cp, NS, f"namespace/{NS}", f"configmap/{DEVICE_PLUGIN_CONFIGMAP}")}
+    objs = view.objects()
+    found = {}
+    for o in objs.get("Namespace", []):
+        if name_of(o) == NS:
+            found[("Namespace", NS)] = o
+    for o in objs.get("ConfigMap", []):
+        if name_of(o) == DEVICE_PLUGIN_CONFIGMAP and ((o.get("metadata") or {}).get("namespace") or NS) == NS:
+            found[("ConfigMap", DEVICE_PLUGIN_CONFIGMAP)] = o
+    return found
+
+
+def operator_objects(ctx: Context, fresh: bool) -> tuple[list[dict], list[dict]]:
+    """(ClusterPolicies, the operator namespace's pods) from the run's cluster read; fresh=True
+    reads the cluster again (one call: waiting loops)."""
+    view = cluster(ctx)
+    if view.gpu_namespace != NS:
+        return list_objects(ctx.first_cp, CLUSTER_POLICY), list_objects(ctx.first_cp, "pods", NS)
+    if fresh:
+        view.invalidate()
+    objs = view.objects()
+    return objs.get("ClusterPolicy", []), objs.get("Pod", [])
+
+
 class InstallGPUOperator(GPUPhase):
     title = "install GPU Operator"
 
@@ -253,16 +293,14 @@ class InstallGPUOperator(GPUPhase):
         gnodes = [node_of(ctx, h, nodes) for h in gpu_hosts(ctx)]
         readable = live and _helm_ok(ctx)
         major = int(rel.helm.split(".", 1)[0])
-        entry = helm_release(cp, GPU_OPERATOR_RELEASE_NAME, NS, major) if readable else None
-        current = helm_values(cp, GPU_OPERATOR_RELEASE_NAME, NS) if entry else None
+        entry, current = _helm_state(cp, major) if readable else (None, None)
         values = gpu_operator_values(ctx.inventory, rel, gnodes, nfd_running=_nfd_running(nodes, current))
         ns_file = gpu_operator_namespace()
         cm_file = device_plugin_config(ctx.inventory, gnodes)
         notes: list[str] = []
         before = len(ctx.gate.plan.changes)
 
-        have = {(o.get("kind"), (o.get("metadata") or {}).get("name")): o for o in
-                (get_objects(cp, NS, f"namespace/{NS}", f"configmap/{DEVICE_PLUGIN_CONFIGMAP}") if live else [])}
+        have = _namespace_and_configmap(ctx) if live else {}
         ns_want = yaml.safe_load(ns_file.content)
         ns_have = have.get(("Namespace", NS))
         ns_labels = node_labels(ns_have) if ns_have else {}
@@ -307,6 +345,8 @@ class InstallGPUOperator(GPUPhase):
                            "--values", VALUES_FILE),
                       timeout=HELM_TIMEOUT,
                       hint=f"`helm status {GPU_OPERATOR_RELEASE_NAME} -n {NS}` on {cp.name} shows the release")
+            if not ctx.dry_run:
+                cluster(ctx).gpu_crds = None   # the chart installs the ClusterPolicy CRD: read it again
         label_gpu_nodes(ctx, gnodes, nodes)
         if len(ctx.gate.plan.changes) > before and not ctx.dry_run:
             ctx.cluster_changed()
@@ -335,16 +375,22 @@ SIGNATURES: tuple[tuple[str, re.Pattern, str], ...] = (
      "the host already has an NVIDIA driver loaded: set `gpu: {driver: host}` for this node in the "
      "inventory (gpuk8s labels it nvidia.com/gpu.deploy.driver=false) or uninstall the host driver "
      "and reboot, then run `gpuk8s up` again"),
+    # not a bare "kernel headers": every driver container logs "Installing Linux kernel headers..."
     ("kernel-headers", re.compile(r"Could not resolve Linux kernel version|Unable to find a match: kernel-headers|"
-                                  r"Unable to locate package linux-headers|kernel headers", re.I),
+                                  r"Unable to locate package linux-headers|Could not locate Linux kernel version "
+                                  r"string", re.I),
      "the driver container cannot get kernel headers for the running kernel: boot a kernel the "
      "driver container supports (hold kernel upgrades), use precompiled drivers, or install the "
      "driver on the host (`gpu: {driver: host}`)"),
     ("secure-boot", re.compile(r"Key was rejected by service|not signed by a key that is trusted|"
-                               r"Required key not available|Kernel module load error: Operation not permitted", re.I),
+                               r"Required key not available|Kernel module load error: Operation not permitted|"
+                               r"could not insert 'nvidia[^']*': Operation not permitted", re.I),
      "UEFI Secure Boot rejects the unsigned module built in the driver container: disable Secure "
      "Boot, or install a signed driver on the host and set `gpu: {driver: host}`"),
-    ("nouveau", re.compile(r"nouveau\S* .*(loaded|in use|bound)|Failed to enable MSI-X", re.I),
+    # k8s-driver-manager unloads nouveau before the driver container runs; it fails when nouveau
+    # is in use ("failed to unload nouveau driver: resource temporarily unavailable")
+    ("nouveau", re.compile(r"nouveau\S* .*(loaded|in use|bound)|Failed to enable MSI-X|"
+                           r"failed to unload nouveau driver", re.I),
      "the nouveau driver holds the GPU: blacklist it (`blacklist nouveau` and `options nouveau "
      "modeset=0` in /etc/modprobe.d/blacklist-nouveau.conf), rebuild the initramfs, reboot"),
     ("no-nvidia-runtime", re.compile(r'no runtime for "?nvidia"? is configured', re.I),
@@ -354,12 +400,21 @@ SIGNATURES: tuple[tuple[str, re.Pattern, str], ...] = (
     ("drop-in-version", re.compile(r"drop-in config version \d+ higher than root config version \d+", re.I),
      "the toolkit's drop-in has a higher config version than /etc/containerd/config.toml: let `gpuk8s "
      "up` write the root file in containerd's native version (RUNTIME_CONFIG_SOURCE=file)"),
+    # the operator names the driver image <driver.version>-<os><version> from the GPU nodes' OS
+    # (NFD's system-os_release labels); NVIDIA publishes it for a few distributions only
+    ("driver-image-missing", re.compile(r'failed to resolve reference "[^"]*/driver:[^"]+"[^\n]*'
+                                        r'(: not found|manifest unknown)', re.I),
+     "no NVIDIA driver image exists for this node's OS (the GPU Operator appends the OS of the GPU "
+     "nodes to driver.version, e.g. 595.91.07-ubuntu24.04; images exist for Ubuntu 22.04/24.04/26.04, "
+     "RHEL and Rocky 8-10): run a supported OS on the GPU nodes, or install the driver on the host "
+     "and set `gpu: {driver: host}`"),
     ("image-pull", re.compile(r"ErrImagePull|ImagePullBackOff|Failed to pull image|manifest unknown", re.I),
      "an operand image cannot be pulled: check the node reaches nvcr.io (proxy, DNS, mirror) and that "
      "a driver image exists for the node's OS and kernel"),
     ("cuda-too-new", re.compile(r"unsatisfied condition: cuda>=\S+", re.I),
      "the CUDA image is newer than the node's driver supports: set versions.cuda_image to an older "
-     "image or update the driver (gpu.driver_version)"),
+     "image (or drop it: gpuk8s then picks the newest image each node's driver runs) or update the "
+     "driver (the host's, or gpu.driver_version for the driver container)"),
 )
 
 
@@ -399,54 +454,63 @@ def _validator_done(pods: list[dict], node: str) -> bool:
     return False
 
 
+def _pod_state_lines(pod: dict) -> list[str]:
+    """`<container>: <reason> <message>` of each waiting or terminated container (init ones too);
+    a message of several lines gives several lines."""
+    text: list[str] = []
+    st = pod.get("status") or {}
+    for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
+        for k in ("waiting", "terminated"):
+            s = (cs.get("state") or {}).get(k) or {}
+            if s.get("reason") or s.get("message"):
+                text += f"{cs.get('name')}: {s.get('reason', '')} {s.get('message', '')}".strip().splitlines()
+    return text
+
+
 def diagnose_gpu(ctx: Context, pods: list[dict] | None = None) -> str:
     """The failing operand pods' logs and events, matched against the known signatures."""
     cp = ctx.first_cp
     pods = list_objects(cp, "pods", NS) if pods is None else pods
     events = list_objects(cp, "events", NS)
     parts: list[str] = []
+    unknown: list[tuple[str, str]] = []   # (node, part) of pods without a known signature
+    diagnosed: set[str] = set()
     bad = [p for p in pods if not _pod_ok(p)]
+    bad.sort(key=lambda p: not _stuck(p))   # the failing pods (the causes) before those waiting on them
     for p in bad[:12]:
         name = (p.get("metadata") or {}).get("name") or "?"
-        text = []
         st = p.get("status") or {}
-        for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
-            for k in ("waiting", "terminated"):
-                s = (cs.get("state") or {}).get(k) or {}
-                if s.get("reason") or s.get("message"):
-                    text.append(f"{cs.get('name')}: {s.get('reason', '')} {s.get('message', '')}".strip())
+        text = _pod_state_lines(p)
         res = cp.read(kubectl("logs", "-n", NS, name, "--all-containers", "--tail", "40"), check=False)
         text += (res.stdout or "").splitlines()
         text += [f"event {e.get('reason', '')}: {e.get('message', '')}" for e in events
                  if ((e.get("involvedObject") or {}).get("name")) == name]
         joined = "\n".join(text)
         hits = match_signatures(joined)
-        head = f"[{_pod_node(p) or '-'}] pod {name} ({st.get('phase', '?')})"
+        node = _pod_node(p) or "-"
+        head = f"[{node}] pod {name} ({st.get('phase', '?')})"
         if hits:
+            diagnosed.add(node)
             for sig, lines, fix in hits:
                 quoted = "\n".join(f"    | {ln}" for ln in lines)
                 parts.insert(0, f"{head}: {sig}\n{quoted}\n  fix: {fix}")   # diagnoses first
         elif text:
             tail = "\n".join(f"    | {ln}" for ln in text[-5:])
-            parts.append(f"{head}: no known signature; last lines:\n{tail}")
+            unknown.append((node, f"{head}: no known signature; last lines:\n{tail}"))
         else:
-            parts.append(f"{head}: not ready, no logs yet")
+            unknown.append((node, f"{head}: not ready, no logs yet"))
+    # a diagnosed node's other pods wait on its failing one: one line for them, not their logs
+    for node in sorted({n for n, _ in unknown if n in diagnosed}):
+        k = sum(1 for n, _ in unknown if n == node)
+        parts.append(f"[{node}] {k} more pod{'s' if k > 1 else ''} not ready (waiting on the above)")
+    parts += [part for n, part in unknown if n not in diagnosed]
     if not parts:
         parts.append(f"no failing pod in {NS}; `kubectl get pods -n {NS} -o wide` on {cp.name}")
     return ctx.log.redact("\n".join(parts))
 
 
-def _has_nvidia_runtime(dump: str) -> bool:
-    """`containerd config dump` has a runtimes.nvidia entry in a CRI runtime table."""
-    try:
-        data = tomllib.loads(dump)
-    except tomllib.TOMLDecodeError:
-        return False
-    for plugin in (data.get("plugins") or {}).values():
-        runtimes = ((plugin or {}).get("containerd") or {}).get("runtimes") if isinstance(plugin, dict) else None
-        if isinstance(runtimes, dict) and "nvidia" in runtimes:
-            return True
-    return False
+# `containerd config dump` has a runtimes.nvidia entry in a CRI runtime table (shared with verify).
+_has_nvidia_runtime = has_nvidia_runtime
 
 
 class WaitGPUOperator(GPUPhase):
@@ -455,14 +519,15 @@ class WaitGPUOperator(GPUPhase):
     def run(self, ctx: Context) -> PhaseResult:
         if ctx.dry_run:
             return PhaseResult(self.title, notes=["dry run: not waiting"])
-        cp = ctx.first_cp
         want = [h.name for h in gpu_hosts(ctx)]
         state, pods = "", []
+        again = False
 
         def ready() -> bool:
-            nonlocal state, pods
-            policy = clusterpolicy_state(list_objects(cp, CLUSTER_POLICY))
-            pods = list_objects(cp, "pods", NS)
+            nonlocal state, pods, again
+            policies, pods = operator_objects(ctx, fresh=again)
+            again = True
+            policy = clusterpolicy_state(policies)
             waiting = [n for n in want if not _validator_done(pods, n)]
             if policy == "ready" and not waiting:
                 return True
@@ -479,11 +544,21 @@ class WaitGPUOperator(GPUPhase):
                     what="the GPU Operator"):
             raise WaitTimeout(f"timed out after {ctx.options.wait_timeout:g}s waiting for the GPU "
                               f"Operator: {state}\n{diagnose_gpu(ctx, pods)}")
-        self._check_containerd(ctx)
-        return PhaseResult(self.title, notes=[f"ClusterPolicy ready; validator done on {len(want)} GPU nodes; "
-                                              "containerd has the nvidia runtime"])
+        checked = self._check_containerd(ctx)
+        return PhaseResult(self.title, notes=[f"ClusterPolicy ready; validator done on {len(want)} GPU nodes; " + (
+            "containerd has the nvidia runtime" if checked else
+            "nothing changed and containerd is active: its running config not re-read (`gpuk8s verify` does)")])
 
-    def _check_containerd(self, ctx: Context) -> None:
+    def _check_containerd(self, ctx: Context) -> int:
+        """`containerd config dump` on the GPU nodes after a run that changed something (the
+        toolkit may have rewritten its drop-in and restarted containerd); in a run that changed
+        nothing, only on the nodes whose facts do not show containerd active. Returns how many
+        nodes were read."""
+        hosts = gpu_hosts(ctx)
+        if not ctx.gate.plan.changes:
+            hosts = [h for h in hosts if h.facts is None or not h.facts.service_active("containerd")]
+        if not hosts:
+            return 0
         def check(host: Host) -> None:
             active = host.read(Cmd("systemctl", "is-active", "containerd"), check=False).stdout.strip()
             if active != "active":
@@ -495,7 +570,8 @@ class WaitGPUOperator(GPUPhase):
                 raise VerificationError(host.name, "`containerd config dump`", "no `nvidia` runtime",
                                         "the toolkit's drop-in is not loaded: check that config.toml "
                                         "imports /etc/containerd/conf.d/*.toml and the toolkit pod's logs")
-        ctx.parallel(gpu_hosts(ctx), check, "check containerd on GPU nodes")
+        ctx.parallel(hosts, check, "check containerd on GPU nodes")
+        return len(hosts)
 
 
 _STUCK = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
@@ -568,8 +644,9 @@ class SmokeTestGPUs(GPUPhase):
     title = "CUDA smoke test"
     cleanup_title = "delete CUDA smoke Jobs"
 
-    def __init__(self) -> None:
+    def __init__(self, always: bool = False) -> None:
         self.created: list[str] = []   # the Jobs this run created (deleted by the cleanup)
+        self.always = always           # run even when nothing changed (`gpuk8s verify`)
 
     def run(self, ctx: Context) -> PhaseResult:
         cp, inv = ctx.first_cp, ctx.inventory
@@ -580,7 +657,7 @@ class SmokeTestGPUs(GPUPhase):
         todo = [g for g in gnodes if g.spec.smoke_test]
         if not todo:
             return PhaseResult(self.title, notes=["smoke_test is off"])
-        if not ctx.dry_run and not ctx.gate.plan.changes:
+        if not ctx.dry_run and not ctx.gate.plan.changes and not self.always:
             for r in rows.values():
                 r["smoke"] = "not rerun (nothing changed)"
             return PhaseResult(self.title, notes=["nothing changed: smoke tests not rerun"])
@@ -666,7 +743,11 @@ class SmokeTestGPUs(GPUPhase):
                 expected, mig = expected_devices(g)
                 ok, why = smoke_verdict(text, expected, mig)
                 if not ok or not done:
-                    hits = match_signatures(text)
+                    # a container that never started (the toolkit's hook refused the image) has
+                    # no log: its pods' state says why
+                    states = [ln for p in list_objects(cp, "pods", NS, "-l", f"job-name={name}")
+                              for ln in _pod_state_lines(p)]
+                    hits = match_signatures("\n".join([text, *states]))
                     extra = "".join(f"; {sig}: {' / '.join(lines)} -> {fix}" for sig, lines, fix in hits)
                     failures[g.name] = (why if ok is False else "the Job failed") + extra
             return not pending

@@ -188,7 +188,11 @@ def install_packages(ctx: Context, host: Host, family: str) -> None:
 def configure_containerd(ctx: Context, host: Host) -> None:
     """The config: generated from the installed binary, edited in its native version, verified."""
     f = host.facts
-    version = f.containerd_version or ctx.release.containerd
+    # The containerd this step configures: the installed one, unless install_packages replaces it
+    # (a dry run installs nothing, so an old 1.7 would otherwise show a version 2 file where the
+    # wet run writes the new release's version 3 or 4).
+    version = f.containerd_version if ctx.release.accepts_containerd(f.containerd_version) \
+        else ctx.release.containerd
     active = f.service_active("containerd")
     enabled = f.services.get("containerd", {}).get("enabled") == "enabled"
     gpu = host.spec.gpu is not False and bool(host.spec.gpu or f.gpus)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from gpuk8s.phases.base import Context, Phase, PhaseResult
 from gpuk8s.render import render_all, write_tree
+from gpuk8s.render.kubevip import kube_vip_files
 
 
 class RenderArtifacts(Phase):
@@ -16,6 +17,7 @@ class RenderArtifacts(Phase):
 
     def run(self, ctx: Context) -> PhaseResult:
         ctx.state.artifacts = render_all(ctx.inventory, self.os_family)
+        ctx.state.artifacts += kube_vip_files(ctx.inventory, ctx.inventory.release)  # cluster.vip
         return PhaseResult(self.title, notes=[f"{len(ctx.state.artifacts)} files"])
 
 

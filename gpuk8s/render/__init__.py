@@ -27,6 +27,7 @@ from gpuk8s.render.gpu import (CUDA_SMOKE_DIR, DEVICE_PLUGIN_CONFIG, GPU_OPERATO
                                offline_gpu_nodes)
 from gpuk8s.render.host import modules_file, networkmanager_calico_file, sysctl_file
 from gpuk8s.render.kubeadm import (CONTROL_PLANE_TAINT_KEY, kubeadm_init_config, kubeadm_join_config,
+                                   kubeadm_token_config,
                                    node_labels_after_join, node_labels_for_kubelet)
 from gpuk8s.render.packages import (docker_key_url, docker_repo_file, os_family_of,
                                     package_key_url, package_repo_file, package_repo_url)
@@ -46,7 +47,7 @@ __all__ = [
     "PLACEHOLDER_SECRETS", "RenderedFile", "SYSCTL_FILE", "calico_installation",
     "calico_manifest_urls", "containerd_config", "containerd_config_file", "containerd_default",
     "docker_key_url", "docker_repo_file", "kubeadm_init_config",
-    "kubeadm_join_config", "modules_file", "native_config_version",
+    "kubeadm_join_config", "kubeadm_token_config", "modules_file", "native_config_version",
     "networkmanager_calico_file", "node_labels_after_join", "node_labels_for_kubelet",
     "os_family_of", "package_key_url", "package_repo_file", "package_repo_url", "plain_line",
     "render_all", "render_template",

@@ -76,14 +76,18 @@ def _keep_current(data: dict[str, Any], current_toml: str | None, native: int) -
     """What others added to the current file survives a rewrite: its `imports` (the toolkit's
     drop-in directory) and every runtime other than runc (`nvidia`, `nvidia-cdi`... written by
     nvidia-ctk or the toolkit container). Kubespray's re-run drops them and breaks GPU pods
-    (kubernetes-sigs/kubespray#12277). Only a file in the same config version is merged."""
+    (kubernetes-sigs/kubespray#12277). Only a file whose CRI tables are those of the native
+    version is merged: the same version, or version 3 for a version 4 containerd (2.2 -> 2.3
+    upgrade: 4 moved only the server settings, CRI kept its plugin ids and layout)."""
     if not current_toml:
         return
     try:
         cur = tomllib.loads(current_toml)
     except tomllib.TOMLDecodeError:
         return
-    if cur.get("version", 1) != native:
+    version = cur.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version > native or \
+            cri_plugins(version) != cri_plugins(native):
         return
     imports = [i for i in cur.get("imports") or [] if isinstance(i, str)]
     data["imports"] = list(dict.fromkeys([*(data.get("imports") or []), *imports]))
@@ -100,10 +104,12 @@ def containerd_config(default_toml: str, release: Release, containerd_version: s
                       current_toml: str | None = None) -> str:
     """Edit `containerd config default` output for Kubernetes, in the containerd's native version.
 
-    Sets SystemdCgroup = true in the runc options table of that version, the sandbox (pause)
-    image, the CNI directories, and takes CRI out of disabled_plugins. A file that is not in
-    the native version (Docker's containerd.io stub with `disabled_plugins = ["cri"]`, or a
-    version 2 file for containerd 2.x) is replaced by our snapshot of the default for that version.
+    Sets SystemdCgroup = true in the runc options table of that version (every release prints it
+    false, and 2.0.0-2.0.6 / 2.1.0-2.1.4 do not print the key: it is added), the sandbox (pause)
+    image, the CNI directories, and takes CRI out of disabled_plugins; the default's `imports`
+    (2.2+: the conf.d glob) are kept and the toolkit's drop-in glob added once. A file that is not
+    in the native version (Docker's containerd.io stub with `disabled_plugins = ["cri"]`, or a
+    version 2 file for containerd 2.x) is replaced by our snapshot of that release's default.
     Versions 3 and 4 keep CRI in the same tables; 4 only moved the server settings elsewhere.
     """
     native = native_config_version(containerd_version)
@@ -134,7 +140,7 @@ def containerd_config_file(inv: Any, release: Release, containerd_version: str,
                            default_toml: str | None = None,
                            host: str | None = None,
                            current_toml: str | None = None) -> RenderedFile:
-    """/etc/containerd/config.toml; default_toml None uses the shipped snapshot for the version;
+    """/etc/containerd/config.toml; default_toml None uses the shipped snapshot for the release;
     current_toml: the host's file now (its imports and non-runc runtimes are kept)."""
     base = default_toml if default_toml is not None else containerd_default(containerd_version)
     return RenderedFile(CONTAINERD_CONFIG, containerd_config(base, release, containerd_version,

@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from gpuk8s.errors import UsageError
-from gpuk8s.paths import KUBEADM_INIT_CONFIG, KUBEADM_JOIN_CONFIG
+from gpuk8s.paths import KUBEADM_INIT_CONFIG, KUBEADM_JOIN_CONFIG, KUBEADM_TOKEN_CONFIG
 from gpuk8s.render.base import ClusterSecrets, RenderedFile, render_template
 from gpuk8s.render.placeholders import PLACEHOLDER_CA_HASH
 from gpuk8s.versions import Release
@@ -134,3 +134,23 @@ def kubeadm_join_config(inv: Any, host: Any, secrets: ClusterSecrets, release: R
     )
     values = secrets.values() if host.is_control_plane else (secrets.token.reveal(),)
     return RenderedFile(KUBEADM_JOIN_CONFIG, content, 0o600, True, host.name, values)
+
+
+_TTL_RE = re.compile(r"(\d+h)?(\d+m)?(\d+s)?")
+
+
+def kubeadm_token_config(secrets: ClusterSecrets, release: Release, *, ttl: str,
+                         description: str, host: str | None = None) -> RenderedFile:
+    """/etc/gpuk8s/kubeadm-token.yaml: this run's bootstrap token with its TTL and description
+    (`kubeadm token create --config`; kubeadm refuses --ttl/--description beside --config)."""
+    if not ttl or not _TTL_RE.fullmatch(ttl):
+        raise UsageError(f"bootstrap token TTL {ttl!r} is not a Go duration like 1h0m0s")
+    content = render_template(
+        "kubeadm/token.yaml.j2",
+        placeholder_secrets=secrets.is_placeholder(),
+        kubeadm_api_version=f"kubeadm.k8s.io/{_kubeadm_api(release)}",
+        token=secrets.token.reveal(),
+        description=description,
+        ttl=ttl,
+    )
+    return RenderedFile(KUBEADM_TOKEN_CONFIG, content, 0o600, True, host, (secrets.token.reveal(),))

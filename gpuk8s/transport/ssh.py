@@ -162,6 +162,15 @@ def _private_key(path: str) -> paramiko.PKey | None:
 # non-root logins. Field 5 of /proc/PID/stat is the process group; this shell's name ("sh") has
 # no space, so the fields split on spaces. Shell builtins only: no process of its own.
 _REPORT_PGID = ('read -r _ _ _ _ g _ < /proc/$$/stat && echo "@@gpuk8s:pgid $g" >&2; exec "$@"')
+# A command that gets no stdin reads /dev/null instead, and no EOF is sent on its channel: a
+# command that ends at once can make sshd close the channel before an EOF sent after exec gets
+# there (paramiko sends it outside the channel lock), and OpenSSH drops the whole connection on
+# an EOF for a channel it no longer has (channels.c channel_from_packet_id: "ieof packet referred
+# to nonexistent channel"; seen in the lab with many short commands at once). sshd closes the
+# channel when the command exits whether or not the client sent EOF (session.c
+# session_exit_message -> chan_write_failed).
+_REPORT_PGID_NO_STDIN = ('read -r _ _ _ _ g _ < /proc/$$/stat && echo "@@gpuk8s:pgid $g" >&2; '
+                         'exec "$@" </dev/null')
 _POLL_SLICE = 0.5      # seconds a command's reader blocks before it looks at its deadline again
 _LIVENESS_WAIT = 3.0   # seconds a keepalive may take before the host counts as not answering
 
@@ -439,10 +448,12 @@ class SSHTransport:
                                        self._expire, (chan,))
             watchdog.daemon = True
             watchdog.start()
-            chan.exec_command(Cmd("sh", "-c", _REPORT_PGID, "gpuk8s-run", full).render())
-            if stdin is not None:
+            if stdin is None:
+                chan.exec_command(Cmd("sh", "-c", _REPORT_PGID_NO_STDIN, "gpuk8s-run", full).render())
+            else:
+                chan.exec_command(Cmd("sh", "-c", _REPORT_PGID, "gpuk8s-run", full).render())
                 chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
-            chan.shutdown_write()
+                chan.shutdown_write()
             out, err = self._drain(chan, tr, deadline, limit, cmd)
             status = chan.recv_exit_status()
         except TransportError:
@@ -492,8 +503,7 @@ class SSHTransport:
         kill = wrap_sudo(Cmd("kill", "-TERM", "--", *(f"-{g}" for g in groups)), self._use_sudo)
         try:
             chan = tr.open_session(timeout=grace)
-            chan.exec_command(kill.render())
-            chan.shutdown_write()
+            chan.exec_command(Cmd("sh", "-c", 'exec "$@" </dev/null', "gpuk8s-kill", kill).render())
             chan.status_event.wait(grace)
             chan.close()
         except Exception:  # noqa: BLE001 - the sessions are closed after the grace anyway

@@ -121,7 +121,9 @@ def setup_host(spec: dict, root_pid: int) -> list[socket.socket]:
 
     mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
-    for d in ("/run/sshd", "/run/lock", "/run/user", "/run/gpuk8s-lab"):
+    # /run/systemd/system: systemd's mark of a booted system (sd_booted(3)); testinfra's Service
+    # picks its systemd implementation from it (testinfra/modules/service.py, 10.2.2).
+    for d in ("/run/sshd", "/run/lock", "/run/user", "/run/gpuk8s-lab", "/run/systemd/system"):
         os.makedirs(d, mode=0o755, exist_ok=True)
     mount(labdir, "/run/gpuk8s-lab", None, MS_BIND | MS_REC)
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")

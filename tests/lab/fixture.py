@@ -320,6 +320,8 @@ class HostFixture:
                                                 # "595.58": nvidia-smi fails (Driver/library version mismatch)
     nouveau: bool = False                       # nouveau module loaded (bound to GPUs without nvidia)
     nouveau_blacklisted: bool = False           # /etc/modprobe.d/blacklist-nouveau.conf
+    nouveau_in_use: bool = False                # a process holds nouveau's DRM device (display manager,
+                                                # console): its use count is not 0, so unloading it fails
     cmdline: str | None = None                  # /proc/cmdline; None: a plausible default
     secure_boot: bool | None = False            # None: legacy BIOS (no EFI)
     mokutil: bool = True
@@ -557,8 +559,9 @@ def containerd_config(version: str, systemd_cgroup: bool | None = True,
                       sandbox_image: str | None = None) -> str:
     """A `containerd config default` file for the installed major, with SystemdCgroup set.
 
-    containerd 1.x writes config version 2; 2.x writes version 3. systemd_cgroup=None leaves the
-    key out, like the containerd 2.0/2.1 builds whose default omitted it.
+    containerd 1.x writes config version 2; 2.x writes version 3 (2.3 reads it and migrates it
+    to 4). systemd_cgroup=None leaves the key out, like the defaults of 2.0.0-2.0.6 and
+    2.1.0-2.1.4 (containerd_default_config is what each release really prints).
     """
     major = int(version.lstrip("v").split(".")[0])
     if major >= 2:
@@ -566,10 +569,48 @@ def containerd_config(version: str, systemd_cgroup: bool | None = True,
     return _containerd_v2(systemd_cgroup, sandbox_image or "registry.k8s.io/pause:3.8")
 
 
+def _containerd_default_dirs() -> list:
+    from pathlib import Path
+    here = Path(__file__).resolve().parent
+    # In the checkout: tests/unit/data; inside a lab host: the copy lab.py puts beside this file.
+    return [here / "containerd-defaults", here.parent / "unit" / "data"]
+
+
+def containerd_default_release(version: str) -> str:
+    """The release whose real `containerd config default` output stands for `version`.
+
+    tests/unit/data/containerd-default-<release>.toml hold the output of containerd built from
+    each release tag (see their headers). Inside one minor the output changes only where a
+    backport changed it, and a file is kept at each such boundary: commit 56cde7d2c "add
+    SystemdCgroup to default runtime options" (internal/cri/config/config_unix.go) is in v2.0.7
+    and v2.1.5, so 2.0.0-2.0.6 and 2.1.0-2.1.4 print runc's options without SystemdCgroup
+    (files 2.0.6, 2.1.4), later patches and 2.2/2.3 with `SystemdCgroup = false`. A version
+    takes the oldest file of its minor at or after it, else the newest of that minor (a minor
+    without a file: the newest older release)."""
+    import re
+    want = tuple(int(x) for x in re.findall(r"\d+", version)[:3])
+    want = (want + (0, 0, 0))[:3]
+    have = sorted({tuple(int(x) for x in p.name[len("containerd-default-"):-len(".toml")].split("."))
+                   for d in _containerd_default_dirs() if d.is_dir()
+                   for p in d.glob("containerd-default-*.toml")})
+    if not have:
+        raise FileNotFoundError("no containerd-default-*.toml (tests/unit/data)")
+    same = [v for v in have if v[:2] == want[:2]]
+    pick = (min([v for v in same if v >= want], default=None) or same[-1]) if same else \
+        max([v for v in have if v < want], default=have[0])
+    return ".".join(map(str, pick))
+
+
 def containerd_default_config(version: str) -> str:
-    """What `containerd config default` prints for this version (SystemdCgroup = false in 1.7;
-    2.x prints the key as false too, since the upstream fix)."""
-    return containerd_config(version, systemd_cgroup=False)
+    """What `containerd config default` of this release prints: the real output of the release
+    `containerd_default_release` picks, its header comment (where it came from) left out."""
+    name = f"containerd-default-{containerd_default_release(version)}.toml"
+    for d in _containerd_default_dirs():
+        if (d / name).is_file():
+            text = (d / name).read_text()
+            return "".join(ln for ln in text.splitlines(keepends=True)
+                           if not ln.startswith("#")).lstrip("\n")
+    raise FileNotFoundError(name)
 
 
 DOCKER_CONTAINERD_CONFIG = """#   Copyright 2018-2022 Docker Inc.

@@ -74,7 +74,7 @@ their names. See sysctl.d(5) for the file format.
 OVERLAY_TREES = ("/etc", "/usr", "/var", "/opt", "/root", "/home", "/srv")   # at least these
 NOT_OVERLAID = {"proc", "sys", "dev", "run", "tmp", "lost+found"}
 PATH_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin")
-ALWAYS_SIMULATED = ("modprobe", "sysctl", "swapoff", "journalctl")
+ALWAYS_SIMULATED = ("modprobe", "sysctl", "swapoff", "journalctl", "dmesg")
 SIMULATED = ("containerd", "runc", "crictl", "kubeadm", "kubelet", "kubectl", "helm", "nvidia-smi",
              "nvidia-ctk", "mokutil", "lspci", "systemctl")
 FIRST_HOST, LAST_HOST = 10, 239      # .10-.239 for hosts, .240-.254 never used (unused_address)
@@ -307,6 +307,19 @@ class Lab:
         """Lab-wide state (the simulated cluster); hosts see it at /run/gpuk8s-lab/shared."""
         return self.dir / "shared"
 
+    def advance_clock(self, seconds: float) -> float:
+        """Move the simulators' clock on (`labsim.now`): bootstrap tokens and uploaded
+        certificates expire as their TTL says, days later, without waiting. Returns the offset."""
+        f = self.shared_dir / "clock_offset"
+        try:
+            offset = float(f.read_text())
+        except (OSError, ValueError):
+            offset = 0.0
+        offset += seconds
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(f"{offset}\n")
+        return offset
+
     def address(self, name: str) -> str:
         return self._host(name).address
 
@@ -432,6 +445,26 @@ class Lab:
         r = self.exec(name, cmd)
         if r.returncode != 0:
             raise LabError(r.stderr)
+
+    def add_kernel_log(self, name: str, *messages: str) -> None:
+        """Append kernel messages to the host's log since boot (what the `journalctl -k` and
+        `dmesg` simulators print), as journalctl's short output shows them."""
+        lines = "".join(f"Aug 20 10:00:{i % 60:02d} {name} kernel: {m}\n" for i, m in enumerate(messages))
+        r = self.exec(name, "mkdir -p /etc/gpuk8s-lab/journal && cat >> /etc/gpuk8s-lab/journal/kernel",
+                      input=lines)
+        if r.returncode != 0:
+            raise LabError(r.stderr)
+
+    def add_xid(self, name: str, code: int = 79, gpu: int = 0,
+                text: str = "GPU has fallen off the bus.") -> str:
+        """Log an NVIDIA Xid for the host's GPU number `gpu` (its PCI address), in the driver's
+        wording (NVIDIA/NVSentinel#155, leptonai/gpud#1209); returns the message."""
+        devices = self._host(name).fixture.pci_devices()
+        gpus = [d["address"] for d in devices if d.get("gpu") is not None]
+        pci = gpus[gpu].rsplit(".", 1)[0] if gpus else "0000:00:00"
+        msg = f"NVRM: Xid (PCI:{pci}): {code}, pid='<unknown>', name=<unknown>, {text}"
+        self.add_kernel_log(name, msg)
+        return msg
 
     def stop_sshd(self, name: str) -> None:
         """Stop sshd (the address answers with connection refused; open sessions are left)."""
@@ -622,6 +655,10 @@ class Lab:
         # labsim.py needs fixture.py's file formats; the checkout may be invisible inside hosts
         # (a clone under /tmp: every host has its own /tmp), so it travels with the simulators.
         shutil.copy2(HERE / "fixture.py", self.dir / "sim" / "fixture.py")
+        # ... with the real `containerd config default` outputs it serves per release.
+        (self.dir / "sim" / "containerd-defaults").mkdir()
+        for f in (HERE.parent / "unit" / "data").glob("containerd-default-*.toml"):
+            shutil.copy2(f, self.dir / "sim" / "containerd-defaults" / f.name)
         # Compile once: every simulated call would otherwise recompile labsim.py (2,000 lines).
         compileall.compile_dir(str(self.dir / "sim"), quiet=1)
         for p in (self.dir / "sim").iterdir():
@@ -1023,6 +1060,12 @@ LogLevel INFO
         if fx.lspci:
             provided["lspci"] = ""
         provided["systemctl"] = provided["timedatectl"] = ""
+        if "iptables" in fx.binaries:   # the iptables package's save/restore (sim/nodeops.py netfilter)
+            provided.update(dict.fromkeys(("iptables-save", "iptables-restore", "ip6tables-save",
+                                           "ip6tables-restore"), ""))
+        for tool in ("nft", "ipvsadm"):  # only where the fixture installs them
+            if tool in fx.binaries:
+                provided[tool] = ""
         if fx.selinux:
             provided["setenforce"] = ""
         pkg = fx.pkg_manager
@@ -1060,6 +1103,14 @@ LogLevel INFO
             self.symlink(f"/usr/bin/{name}", f"{sim}/pkg")
         if pkg == "apt-get":
             self.symlink("/usr/bin/apt-mark", f"{sim}/apt-mark")
+        # The package database: dpkg-query (Debian family) or rpm (RHEL family) answer from
+        # packages.json; the other is absent, and this machine's own database never shows.
+        db = "dpkg-query" if pkg == "apt-get" else "rpm" if pkg in ("dnf", "yum") else None
+        for name in ("dpkg-query", "rpm"):
+            if name == db:
+                self.symlink(f"/usr/bin/{name}", f"{sim}/{name}")
+            elif os.path.lexists(f"/usr/bin/{name}"):
+                self.hide(f"/usr/bin/{name}")
         if fx.kernel_release:
             self.symlink("/usr/local/bin/uname", f"{sim}/uname")
 

@@ -122,6 +122,15 @@ def test_replicas_changed_restarts_plugin_then_nothing(gpulab, gpu_first_up):
     changing = [c for c in helm_calls(gpulab) if c.split()[1] not in ("version", "list", "get", "status")]
     assert changing == [], changing
     assert "nothing changed" in r.stdout + r.stderr
+    # ... and reads the API server once: nodes, Calico and the operator's objects in one List
+    # (facts/cluster.py GPU_TYPES), plus helm list / get values; containerd's running config is
+    # not re-read when nothing changed and the facts show containerd active.
+    gets = [ln for ln in invocations(gpulab, "cp-1") if ln.split()[0].rsplit("/", 1)[-1] == "kubectl"
+            and "version --client" not in ln]   # the probe's own version query is not an API call
+    assert len(gets) == 1 and "clusterpolicies.nvidia.com" in gets[0] and " -n gpu-operator" in gets[0], gets
+    assert sorted(c.split()[1] for c in helm_calls(gpulab) if c.split()[1] != "version") == ["get", "list"]
+    for node in ("gpu-l4", "gpu-h100"):
+        assert not [ln for ln in invocations(gpulab, node) if "config dump" in ln]
 
 
 def test_helm_simulator_refuses_what_helm_refuses(gpulab, gpu_first_up):

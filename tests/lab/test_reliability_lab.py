@@ -14,14 +14,12 @@ command is reported as lost, within the command's timeout, and SIGINT is still h
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from tests.lab.fixture import HostFixture
 

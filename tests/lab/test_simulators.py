@@ -385,6 +385,90 @@ def test_containerd_version_lines_of_each_build(fid):
     assert (parse_containerd_version(lines["f-cd"]) or "").startswith("1.7.28")
 
 
+# containerd release on a lab host -> the release whose real `containerd config default` output
+# (tests/unit/data/containerd-default-<release>.toml, built from that tag) it must print.
+CTRD_RELEASES = {"1.7.27": "1.7.34", "2.0.5": "2.0.6", "2.1.4": "2.1.4", "2.1.6": "2.1.9",
+                 "2.2.7": "2.2.7", "2.3.4": "2.3.4"}
+
+
+@pytest.fixture(scope="module")
+def ctrd(lab_factory):
+    lab = lab_factory([HostFixture(f"c-{v.replace('.', '')}", containerd=v) for v in CTRD_RELEASES])
+    yield lab
+    lab.close()
+
+
+def _real_default(release: str) -> str:
+    from pathlib import Path
+    text = (Path(__file__).parents[1] / "unit" / "data" / f"containerd-default-{release}.toml").read_text()
+    return "".join(ln for ln in text.splitlines(keepends=True) if not ln.startswith("#")).lstrip("\n")
+
+
+def test_containerd_config_default_is_the_real_output_of_each_release(ctrd):
+    """Per release, what gpuk8s reads or rewrites: version, CRI tables, runc's SystemdCgroup
+    (absent in 2.0.0-2.0.6 and 2.1.0-2.1.4), the sandbox image, cni bin_dir(s), imports."""
+    from gpuk8s.facts import parse_containerd_config
+    seen = {}
+    for version, release in CTRD_RELEASES.items():
+        text = sh(ctrd, f"c-{version.replace('.', '')}", "containerd config default").stdout
+        assert text == _real_default(release), version
+        cfg = parse_containerd_config(text)
+        data = tomllib.loads(text)
+        runtime = data["plugins"]["io.containerd.grpc.v1.cri" if cfg.version == 2 else "io.containerd.cri.v1.runtime"]
+        seen[version] = (cfg.version, cfg.systemd_cgroup, cfg.sandbox_image, list(cfg.imports),
+                         sorted(k for k in runtime["cni"] if k.startswith("bin_dir")))
+    conf_d = ["/etc/containerd/conf.d/*.toml"]
+    assert seen == {
+        "1.7.27": (2, False, "registry.k8s.io/pause:3.8", [], ["bin_dir"]),
+        "2.0.5": (3, None, "registry.k8s.io/pause:3.10", [], ["bin_dir"]),
+        "2.1.4": (3, None, "registry.k8s.io/pause:3.10", [], ["bin_dir", "bin_dirs"]),
+        "2.1.6": (3, False, "registry.k8s.io/pause:3.10", [], ["bin_dir", "bin_dirs"]),
+        "2.2.7": (3, False, "registry.k8s.io/pause:3.10.1", conf_d, ["bin_dir", "bin_dirs"]),
+        "2.3.4": (4, False, "registry.k8s.io/pause:3.10.2", conf_d, ["bin_dir", "bin_dirs"]),
+    }
+
+
+def test_containerd_config_versions_accepted_per_release(ctrd):
+    """ValidateVersion (cmd/containerd/server/config/config.go): 2.2 refuses version 4, 2.3
+    reads it and migrates a version 3 file's [grpc]/[ttrpc] into its server plugins."""
+    v3 = containerd_config("2.2.7", sandbox_image="registry.k8s.io/pause:3.10.1")
+    try:
+        r = _restart_with(ctrd, "c-227", "version = 4\n")
+        assert r.returncode == 1
+        assert ("expected containerd config version equal to or less than `3`, got `4`"
+                in ctrd.read_file("c-227", "/etc/gpuk8s-lab/journal/containerd"))
+        assert _restart_with(ctrd, "c-227", v3).returncode == 0
+        r = _restart_with(ctrd, "c-234", "version = 5\n")
+        assert r.returncode == 1
+        assert ("expected containerd config version equal to or less than `4`, got `5`"
+                in ctrd.read_file("c-234", "/etc/gpuk8s-lab/journal/containerd"))
+        assert _restart_with(ctrd, "c-234", v3).returncode == 0
+        dump = tomllib.loads(sh(ctrd, "c-234", "containerd config dump").stdout)
+        assert dump["version"] == 4 and "grpc" not in dump and "ttrpc" not in dump
+        assert dump["plugins"]["io.containerd.server.v1.grpc"]["address"] == "/run/containerd/containerd.sock"
+        assert dump["plugins"]["io.containerd.server.v1.ttrpc"]["address"] == "/run/containerd/containerd.sock.ttrpc"
+        runc = dump["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["runc"]
+        assert runc["options"]["SystemdCgroup"] is True
+        v4 = _real_default("2.3.4")
+        assert _restart_with(ctrd, "c-234", v4).returncode == 0
+        assert tomllib.loads(sh(ctrd, "c-234", "containerd config dump").stdout)["version"] == 4
+    finally:
+        _restart_with(ctrd, "c-227", v3)
+        _restart_with(ctrd, "c-234", v3)
+
+
+def test_containerd_systemd_cgroup_of_the_wrong_type_where_the_default_omits_it(ctrd):
+    """runc's SystemdCgroup is a bool (api/types/runc/options/oci.proto) also in a release whose
+    default does not print it: a string there still leaves CRI unloaded."""
+    h = "c-205"
+    good = containerd_config("2.0.5", sandbox_image="registry.k8s.io/pause:3.10")
+    try:
+        assert _restart_with(ctrd, h, good.replace("SystemdCgroup = true", "SystemdCgroup = 'true'")).returncode == 0
+        assert "failed to load plugin" in ctrd.read_file(h, "/etc/gpuk8s-lab/journal/containerd")
+    finally:
+        _restart_with(ctrd, h, good)
+
+
 KEY = "0123456789abcdef" * 4
 
 
@@ -679,6 +763,149 @@ def test_kubelet_refuses_node_labels_it_may_not_set(kc):
     assert node["metadata"]["labels"]["node.kubernetes.io/pool"] == "gpu"
 
 
+# --------------------------------------------------------------------------- day-2: drain, PDBs, users (issue 10)
+
+WEB = """apiVersion: v1
+kind: Pod
+metadata:
+  name: web-5f6d-abcde
+  labels: {app: web}
+  ownerReferences:
+  - {apiVersion: apps/v1, kind: ReplicaSet, name: web-5f6d, uid: 1a2b, controller: true}
+spec:
+  nodeName: k-w
+  containers:
+  - {name: web, image: nginx}
+  volumes:
+  - {name: scratch, emptyDir: {}}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web}
+spec:
+  {budget}
+  selector: {matchLabels: {app: web}}
+"""
+
+
+NOW = "GPUK8S_LAB_CALICO_DELAY=0 "   # Calico Available at once
+
+
+def test_drain_refuses_like_kubectl_and_honours_pod_disruption_budgets(kc):
+    inv = load_inventory(kc.write_inventory(kc.host("k-cp").dir.parent / "inv-drain.yaml"))
+    for url in calico_manifest_urls(inv.release):   # Calico, so that the nodes are Ready
+        assert _kubectl(kc, f"apply --server-side --force-conflicts -f {url}").returncode == 0
+    _kubectl(kc, "wait --for=condition=Established --timeout=60s crd --all")
+    r = _kubectl(kc, "apply --server-side --force-conflicts -f /root/obj.yaml",
+                 input=calico_installation(inv, inv.release).content)
+    assert r.returncode == 0, r.stderr
+    nodes = json.loads(_kubectl(kc, "get nodes -o json", env=NOW).stdout)["items"]
+    assert {n["metadata"]["name"] for n in nodes} == {"k-cp", "k-w"}
+    assert all(next(c["status"] for c in n["status"]["conditions"] if c["type"] == "Ready") == "True"
+               for n in nodes)
+    r = _kubectl(kc, "apply --server-side -f /root/obj.yaml", env=NOW,
+                 input=WEB.replace("{budget}", "minAvailable: 1"))
+    assert r.returncode == 0, r.stderr
+    # calico-node is a DaemonSet pod on every node; the web pod has an emptyDir
+    r = _kubectl(kc, "drain k-w --timeout=2s", env=NOW)
+    assert r.returncode == 1 and "node/k-w cordoned" in r.stdout
+    assert "cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore): kube-system/kube-proxy-" \
+        in r.stderr and ", calico-system/calico-node-" in r.stderr
+    assert "There are pending nodes to be drained:\n k-w" in r.stderr
+    r = _kubectl(kc, "drain k-w --ignore-daemonsets --timeout=2s", env=NOW)
+    assert r.returncode == 1 and "node/k-w already cordoned" in r.stdout
+    assert "cannot delete Pods with local storage (use --delete-emptydir-data to override): default/web-5f6d-abcde" \
+        in r.stderr
+    pdb = json.loads(_kubectl(kc, "get pdb -A -o json", env=NOW).stdout)["items"][0]
+    assert pdb["status"]["disruptionsAllowed"] == 0 and pdb["status"]["currentHealthy"] == 1
+    r = _kubectl(kc, "drain k-w --ignore-daemonsets --delete-emptydir-data --timeout=2s", env=NOW)
+    assert r.returncode == 1
+    assert ("error when evicting pods/\"web-5f6d-abcde\" -n \"default\" (will retry after 5s): Cannot evict pod "
+            "as it would violate the pod's disruption budget.") in r.stderr
+    assert "global timeout reached: 2s" in r.stderr and "Warning: ignoring DaemonSet-managed Pods" in r.stderr
+    node = json.loads(_kubectl(kc, "get nodes k-w -o json", env=NOW).stdout)
+    assert node["spec"]["unschedulable"] is True
+    assert {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}.items() <= \
+        next(t for t in node["spec"]["taints"] if t["key"] == "node.kubernetes.io/unschedulable").items()
+    # a budget that allows one disruption: the pod is evicted; its ReplicaSet's replacement has nowhere to
+    # go (k-cp is tainted, k-w cordoned) and stays Pending
+    r = _kubectl(kc, "apply --server-side -f /root/obj.yaml", env=NOW,
+                 input=WEB.replace("{budget}", "maxUnavailable: 1"))
+    assert r.returncode == 0, r.stderr
+    r = _kubectl(kc, "drain k-w --ignore-daemonsets --delete-emptydir-data --timeout=10s", env=NOW)
+    assert r.returncode == 0, r.stderr
+    assert "evicting pod default/web-5f6d-abcde" in r.stdout and "pod/web-5f6d-abcde evicted" in r.stdout
+    assert r.stdout.rstrip().endswith("node/k-w drained")
+    on = json.loads(_kubectl(kc, "get pods -A --field-selector spec.nodeName=k-w -o json",
+                             env=NOW).stdout)["items"]
+    assert [p["metadata"]["name"] for p in on if p["metadata"]["namespace"] == "default"] == []
+    pods = json.loads(_kubectl(kc, "get pods -A -o json", env=NOW).stdout)["items"]
+    web = [p for p in pods if p["metadata"]["name"].startswith("web-5f6d-")]
+    assert len(web) == 1 and web[0]["status"]["phase"] == "Pending" and "nodeName" not in web[0]["spec"]
+    assert "node/k-w uncordoned" in _kubectl(kc, "uncordon k-w", env=NOW).stdout
+    assert _kubectl(kc, "delete pdb web", env=NOW).returncode == 0
+
+
+def test_kubeadm_kubeconfig_user_signs_with_the_cluster_ca(kc):
+    import base64
+
+    import yaml
+    from cryptography import x509
+
+    cfg = ("apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nclusterName: lab\n"
+           "controlPlaneEndpoint: k8s-api.lab:6443\nkubernetesVersion: v1.36.2\n")
+    kc.write_file("k-cp", "/root/user.yaml", cfg, 0o600)
+    r = sh(kc, "k-cp", "kubeadm kubeconfig user --config /root/user.yaml", ok=False)
+    assert r.returncode == 1 and 'required flag(s) "client-name" not set' in r.stderr
+    r = sh(kc, "k-cp", "kubeadm kubeconfig user --config /root/user.yaml --client-name bob --validity-period 30d",
+           ok=False)
+    assert 'invalid argument "30d" for "--validity-period" flag: time: unknown unit "d" in duration "30d"' in r.stderr
+    r = sh(kc, "k-cp", "kubeadm kubeconfig user --config /root/user.yaml --client-name bob --validity-period 1h")
+    doc = yaml.safe_load(r.stdout)
+    assert doc["current-context"] == "bob@lab" and doc["clusters"][0]["cluster"]["server"] == "https://k8s-api.lab:6443"
+    cert = x509.load_pem_x509_certificate(base64.b64decode(doc["users"][0]["user"]["client-certificate-data"]))
+    ca = x509.load_pem_x509_certificate(kc.read_file("k-cp", "/etc/kubernetes/pki/ca.crt").encode())
+    cert.verify_directly_issued_by(ca)
+    assert cert.subject.rfc4514_string() == "CN=bob"
+    # a worker has no CA key: kubeadm cannot sign there
+    kc.write_file("k-w", "/root/user.yaml", cfg, 0o600)
+    r = sh(kc, "k-w", "kubeadm kubeconfig user --config /root/user.yaml --client-name bob", ok=False)
+    assert r.returncode == 1 and "the CA files couldn't be loaded" in r.stderr
+
+
+def test_cluster_role_binding_role_ref_is_immutable_and_nodes_can_be_deleted(kc):
+    crb = ("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: b}\n"
+           "roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: ROLE}\n"
+           "subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: bob}]\n")
+    assert _kubectl(kc, "apply --server-side -f /root/obj.yaml", input=crb.replace("ROLE", "view")).returncode == 0
+    r = _kubectl(kc, "apply --server-side -f /root/obj.yaml", input=crb.replace("ROLE", "edit"))
+    assert r.returncode == 1 and "cannot change roleRef" in r.stderr
+    assert json.loads(_kubectl(kc, "get clusterrolebinding/b -o json").stdout)["roleRef"]["name"] == "view"
+    assert _kubectl(kc, "get clusterrole/view -o json").returncode == 0
+    r = _kubectl(kc, "get clusterrole/nope -o json")
+    assert r.returncode == 1 and 'clusterroles.rbac.authorization.k8s.io "nope" not found' in r.stderr
+    assert 'node "k-w" deleted' in _kubectl(kc, "delete node k-w").stdout
+    r = _kubectl(kc, "delete node k-w")
+    assert r.returncode == 1 and 'nodes "k-w" not found' in r.stderr
+    assert _kubectl(kc, "delete node k-w --ignore-not-found").returncode == 0
+
+
+def test_iptables_save_and_restore_refuse_what_iptables_refuses(kc):
+    assert sh(kc, "k-w", "iptables-save").stdout.splitlines()[1:3] == ["*filter", ":INPUT ACCEPT [0:0]"]
+    r = sh(kc, "k-w", "iptables-restore", input="*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j ACCEPT\n", ok=False)
+    assert r.returncode == 1 and "iptables-restore: COMMIT expected at line 4" in r.stderr
+    r = sh(kc, "k-w", "iptables-restore", input="*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j KUBE-FW\nCOMMIT\n",
+           ok=False)
+    assert r.returncode == 1 and "Couldn't load target `KUBE-FW':No such file or directory" in r.stderr
+    good = "*filter\n:INPUT ACCEPT [0:0]\n:KUBE-FW - [0:0]\n-A INPUT -j KUBE-FW\nCOMMIT\n"
+    sh(kc, "k-w", "iptables-restore", input=good)
+    assert "-A INPUT -j KUBE-FW" in sh(kc, "k-w", "iptables-save").stdout
+    assert sh(kc, "k-w", "ip6tables-save").stdout.count("KUBE-") == 0   # its own table set
+    # nft and ipvsadm only where the fixture installs them
+    assert sh(kc, "k-w", "command -v nft || command -v ipvsadm", ok=False).returncode != 0
+    sh(kc, "k-w", "iptables-restore", input="*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n")
+
+
 # --------------------------------------------------------------------------- package repositories (issue 11, item 3)
 
 @pytest.fixture(scope="module")
@@ -851,3 +1078,198 @@ def test_nvidia_smi_mig_modes_in_query_and_q(nv):
     assert re.search(r"^Attached GPUs {29}: 3$", q, re.M), q
     with pytest.raises(ValueError):
         GPU("L4", mig="Enabled")      # no MIG on an L4: the fixture refuses rather than invent it
+
+
+# --------------------------------------------------------------------------- the API endpoint (issue 10)
+# The simulated API server is a real TCP listener on its bindPort from init / control-plane join
+# until reset; kubectl and kubeadm dial the endpoint as the host resolves it (labsim `api_dial`).
+
+def _join_config(name: str, endpoint: str, *, token: str = "abcdef.0123456789abcdef",
+                 ca_hash: str = "sha256:" + "1" * 64, control_plane: str = "") -> str:
+    return f"""apiVersion: kubeadm.k8s.io/v1beta4
+kind: JoinConfiguration
+discovery:
+  bootstrapToken:
+    apiServerEndpoint: {endpoint}
+    token: {token}
+    caCertHashes: ["{ca_hash}"]
+nodeRegistration:
+  name: {name}
+{control_plane}"""
+
+
+def _tcp(lab, host: str, target: str) -> int:
+    h, port = target.rsplit(":", 1)
+    return sh(lab, host, f"timeout 5 bash -c 'exec 3<>/dev/tcp/{h}/{port}'", ok=False).returncode
+
+
+@pytest.fixture(scope="module")
+def api(lab_factory):
+    lab = lab_factory([HostFixture("a-cp", roles=("control-plane",), containerd="2.1.4", kube="1.36.2"),
+                       HostFixture("a-cp2", roles=("control-plane",), containerd="2.1.4", kube="1.36.2"),
+                       HostFixture("a-w", containerd="2.1.4", kube="1.36.2", ip_forward=False)])
+    yield lab
+    lab.close()
+
+
+def test_flags_beside_config_are_refused_as_real_kubeadm_refuses_them(api):
+    lab = api
+    lab.write_file("a-w", "/root/join.yaml", _join_config("a-w", "k8s-api.lab:6443"), 0o600)
+    for cmd, bad in (("kubeadm join --config /root/join.yaml --certificate-key " + KEY, "[certificate-key]"),
+                     ("kubeadm join --config /root/join.yaml --token abcdef.0123456789abcdef "
+                      "--discovery-token-ca-cert-hash sha256:00", "[discovery-token-ca-cert-hash token]"),
+                     ("kubeadm join --config /root/join.yaml --control-plane", "[control-plane]")):
+        r = sh(lab, "a-w", cmd, ok=False)
+        assert r.returncode == 1 and f"can not mix '--config' with arguments {bad}" in r.stderr, (cmd, r.stderr)
+    lab.write_file("a-cp", "/root/init.yaml", _init_config("a-cp"), 0o600)
+    for cmd in ("kubeadm init phase upload-certs --upload-certs --config /root/init.yaml --certificate-key " + KEY,
+                "kubeadm token create --config /root/init.yaml --certificate-key " + KEY):
+        r = sh(lab, "a-cp", cmd, ok=False)
+        assert "can not mix '--config' with arguments [certificate-key]" in r.stderr, (cmd, r.stderr)
+    r = sh(lab, "a-cp", "kubeadm token create --config /root/init.yaml --ttl 1h --description x", ok=False)
+    assert "can not mix '--config' with arguments [description ttl]" in r.stderr
+    # the allowed ones pass the check (and fail later for their own reasons, if at all)
+    r = sh(lab, "a-w", "kubeadm join --config /root/join.yaml --ignore-preflight-errors=all --v=5 "
+                       "--skip-phases=addon/kube-proxy", ok=False)
+    assert "can not mix" not in r.stderr
+
+
+def test_join_checks_ip_forward_when_discovery_names_an_ipv4_address(api):
+    lab = api
+    addr = lab.address("a-cp")
+    r = _kubeadm(lab, "a-w", "join", _join_config("a-w", f"{addr}:6443"))
+    assert r.returncode == 1
+    assert ("[ERROR FileContent--proc-sys-net-ipv4-ip_forward]: /proc/sys/net/ipv4/ip_forward contents are "
+            "not set to 1") in r.stderr
+    # a DNS name adds no IPv4 check (JoinNodeChecks parses the host as an IP): discovery fails instead
+    r = _kubeadm(lab, "a-w", "join", _join_config("a-w", "k8s-api.lab:6443"))
+    assert r.returncode == 1 and "ip_forward" not in r.stderr and "cluster-info" in r.stderr
+
+
+def test_the_endpoint_listens_only_while_the_api_server_runs(api):
+    lab = api
+    addr = lab.address("a-cp")
+    assert _tcp(lab, "a-w", "k8s-api.lab:6443") != 0          # nothing listens before init
+    r = _kubeadm(lab, "a-cp", "init", _init_config("a-cp"))
+    assert r.returncode == 0, r.stderr
+    assert _tcp(lab, "a-w", "k8s-api.lab:6443") == 0          # from another host, by name and by address
+    assert _tcp(lab, "a-w", f"{addr}:6443") == 0
+    assert _tcp(lab, "a-w", "k8s-api.lab:7443") != 0          # another port: refused
+    tcp6 = lab.read_file("a-cp", "/proc/net/tcp6")
+    assert any(ln.split()[1].endswith(":192B") and ln.split()[3] == "0A" for ln in tcp6.splitlines()[1:])
+    sh(lab, "a-cp", KUBECTL + "get nodes")
+    admin = lab.read_file("a-cp", "/etc/kubernetes/admin.conf")
+    for server, want in (
+            ("k8s-api.lab:7443", "The connection to the server k8s-api.lab:7443 was refused - did you specify "
+                                 "the right host or port?"),
+            (f"{lab.address('a-w')}:6443", f"The connection to the server {lab.address('a-w')}:6443 was refused"),
+            (f"{addr}:22", "Unable to connect to the server: tls: first record does not look like a TLS handshake")):
+        lab.write_file("a-cp", "/root/kc", admin.replace("https://k8s-api.lab:6443", f"https://{server}"))
+        r = sh(lab, "a-cp", "kubectl --kubeconfig /root/kc get nodes", ok=False)
+        assert r.returncode == 1 and want in r.stderr, (server, r.stderr)
+    # kubeadm join's discovery dials the endpoint it is given
+    ca = ca_cert_hash(lab.read_file("a-cp", "/etc/kubernetes/pki/ca.crt"))
+    sh(lab, "a-w", "sysctl -w net.ipv4.ip_forward=1")
+    r = _kubeadm(lab, "a-w", "join", _join_config("a-w", "k8s-api.lab:7443", ca_hash=ca))
+    assert r.returncode == 1
+    assert ("failed to request the cluster-info ConfigMap" in r.stderr
+            and f"dial tcp {addr}:7443: connect: connection refused" in r.stderr), r.stderr
+
+
+def test_tokens_and_uploaded_certificates_expire_on_the_lab_clock(api):
+    lab = api
+    ca = ca_cert_hash(lab.read_file("a-cp", "/etc/kubernetes/pki/ca.crt"))
+    lab.write_file("a-cp", "/root/token.yaml", "apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\n"
+                   "bootstrapTokens:\n  - token: zyxwvu.0123456789zyxwvu\n    ttl: 15m0s\n"
+                   "    description: gpuk8s join test\n", 0o600)
+    sh(lab, "a-cp", "kubeadm token create --config /root/token.yaml")
+    listed = sh(lab, "a-cp", "kubeadm token list").stdout
+    assert "zyxwvu." in listed and "gpuk8s join test" in listed
+    sh(lab, "a-cp", "kubeadm init phase upload-certs --upload-certs --config /root/init.yaml")
+    lab.advance_clock(3 * 3600)                                 # three hours later
+    assert "zyxwvu." not in sh(lab, "a-cp", "kubeadm token list").stdout
+    r = _kubeadm(lab, "a-w", "join", _join_config("a-w", "k8s-api.lab:6443", token="zyxwvu.0123456789zyxwvu",
+                                                  ca_hash=ca))
+    assert 'could not find a JWS signature in the cluster-info ConfigMap for token ID "zyxwvu"' in r.stderr
+    # init's own token (24 h by default) still works; the certificates uploaded 3 h ago are gone
+    cp = (f"controlPlane:\n  localAPIEndpoint:\n    advertiseAddress: {lab.address('a-cp2')}\n"
+          f"    bindPort: 6443\n  certificateKey: \"{KEY}\"\n")
+    r = _kubeadm(lab, "a-cp2", "join", _join_config("a-cp2", "k8s-api.lab:6443", ca_hash=ca, control_plane=cp))
+    assert r.returncode == 1 and 'Secret "kubeadm-certs" was not found' in r.stderr, r.stderr
+    sh(lab, "a-cp", "kubeadm init phase upload-certs --upload-certs --config /root/init.yaml")
+    sh(lab, "a-cp2", "kubeadm reset -f")
+    r = _kubeadm(lab, "a-cp2", "join", _join_config("a-cp2", "k8s-api.lab:6443", ca_hash=ca, control_plane=cp))
+    assert r.returncode == 0, r.stderr
+    assert _tcp(lab, "a-w", f"{lab.address('a-cp2')}:6443") == 0   # the new API server listens too
+
+
+def test_reset_stops_the_api_server(api):
+    lab = api
+    sh(lab, "a-cp2", "kubeadm reset -f")
+    assert _tcp(lab, "a-w", f"{lab.address('a-cp2')}:6443") != 0
+    sh(lab, "a-cp", "kubeadm reset -f")                           # the last control plane: no cluster
+    assert _tcp(lab, "a-w", "k8s-api.lab:6443") != 0
+    kc = re.sub(r"server: https://\S+", "server: https://k8s-api.lab:6443", lab.read_file("a-cp", "/root/kc"))
+    lab.write_file("a-cp", "/root/kc", kc)
+    r = sh(lab, "a-cp", "kubectl --kubeconfig /root/kc get nodes", ok=False)
+    assert r.returncode == 1 and ("The connection to the server k8s-api.lab:6443 was refused - did you "
+                                  "specify the right host or port?") in r.stderr
+
+
+# --------------------------------------------------------------------------- verify's host reads
+
+@pytest.fixture(scope="module")
+def pkgdb(lab_factory):
+    """A Debian and a RHEL host with the Kubernetes tools installed; the Debian one has an Xid."""
+    lab = lab_factory([HostFixture("deb-1", os="ubuntu-24.04", containerd="2.1.4", kube="1.36.2"),
+                       HostFixture("rpm-1", os="rocky-9", containerd="2.1.4", kube="1.36.2")])
+    yield lab
+    lab.close()
+
+
+def test_dpkg_query_show_formats_status_with_holds_and_refuses_unknown_names(pkgdb):
+    fmt = "'${Package} ${Status} ${Version}\\n'"
+    r = sh(pkgdb, "deb-1", f"dpkg-query -W -f {fmt} kubelet kubectl")
+    assert r.stdout == "kubelet install ok installed 1.36.2-1.1\nkubectl install ok installed 1.36.2-1.1\n"
+    sh(pkgdb, "deb-1", "apt-mark hold kubelet")
+    r = sh(pkgdb, "deb-1", f"dpkg-query -W -f {fmt} kubelet nosuch kubeadm", ok=False)
+    assert r.returncode == 1
+    assert r.stdout == "kubelet hold ok installed 1.36.2-1.1\nkubeadm install ok installed 1.36.2-1.1\n"
+    assert r.stderr == "dpkg-query: no packages found matching nosuch\n"
+    r = sh(pkgdb, "deb-1", "dpkg-query -W kubeadm")   # default format: name TAB version
+    assert r.stdout == "kubeadm\t1.36.2-1.1\n"
+    assert sh(pkgdb, "deb-1", "command -v rpm", ok=False).returncode != 0
+
+
+def test_rpm_query_format_and_not_installed_count(pkgdb):
+    r = sh(pkgdb, "rpm-1", "rpm -q --queryformat '%{NAME} %{VERSION} %{RELEASE}\\n' kubelet nosuch kubectl other",
+           ok=False)
+    assert r.returncode == 2
+    assert r.stdout == ("kubelet 1.36.2 150500.1.1\npackage nosuch is not installed\n"
+                        "kubectl 1.36.2 150500.1.1\npackage other is not installed\n")
+    assert sh(pkgdb, "rpm-1", "rpm -q --quiet kubelet").stdout == ""
+    assert sh(pkgdb, "rpm-1", "command -v dpkg-query", ok=False).returncode != 0
+
+
+def test_kernel_log_in_journalctl_and_dmesg_needs_root(pkgdb):
+    assert sh(pkgdb, "deb-1", "journalctl -k -b --no-pager").stdout == "-- No entries --\n"
+    assert sh(pkgdb, "deb-1", "journalctl -k -b -q --no-pager").stdout == ""
+    msg = pkgdb.add_xid("deb-1", 79)   # a GPU-less host: PCI address 0000:00:00
+    assert msg.startswith("NVRM: Xid (PCI:0000:00:00): 79, pid=")
+    r = sh(pkgdb, "deb-1", "journalctl -k -b -q --no-pager")
+    assert r.stdout.endswith(f" deb-1 kernel: {msg}\n")
+    assert re.fullmatch(r"\[\s*\d+\.\d{6}\] " + re.escape(msg) + "\n", sh(pkgdb, "deb-1", "dmesg").stdout)
+    as_ops = "su -s /bin/sh ops -c "
+    r = sh(pkgdb, "deb-1", as_ops + "'journalctl -k -b -q --no-pager'")
+    assert r.stdout == ""                                  # no adm group: nothing, exit 0
+    r = sh(pkgdb, "deb-1", as_ops + "dmesg", ok=False)
+    assert r.returncode == 1 and "Operation not permitted" in r.stderr
+    assert sh(pkgdb, "deb-1", "journalctl -k --since today", ok=False).returncode == 1
+
+
+def test_systemd_marker_and_systemctl_show(pkgdb):
+    sh(pkgdb, "deb-1", "test -d /run/systemd/system/")
+    r = sh(pkgdb, "deb-1", "systemctl show containerd")
+    assert "ActiveState=active" in r.stdout and "UnitFileState=enabled" in r.stdout
+    r = sh(pkgdb, "deb-1", "systemctl show nosuch")
+    assert "LoadState=not-found" in r.stdout

@@ -819,8 +819,8 @@ def test_missing_sections_leave_the_defaults():
 def test_probe_command_passes_the_lists_of_paths_py():
     inv = SimpleNamespace(cluster=SimpleNamespace(endpoint_host="k8s-api.example.com"))
     words = shlex.split(F.probe_command(inv).render())
-    assert words == ["sh", "-s", "--", "k8s-api.example.com", *paths.KUBERNETES_STATE_FILES, "--",
-                     *paths.MANAGED_FILES]
+    assert words == ["sh", "-s", "--", "k8s-api.example.com", "tcp:6443",
+                     *paths.KUBERNETES_STATE_FILES, "--", *paths.MANAGED_FILES]
     no_endpoint = SimpleNamespace(cluster=SimpleNamespace(endpoint_host=None))
     assert shlex.split(F.probe_command(no_endpoint).render())[3] == ""
     assert F.MANAGED_FILES is paths.MANAGED_FILES

@@ -482,7 +482,8 @@ ERROR_CASES = [
           - {name: cp-2, address: 10.0.0.12, roles: [control-plane, worker]}
         """, ["inv.yaml:2: cluster.control_plane_endpoint: required with more than one control "
               "plane (2: cp-1, cp-2); point it at a load balancer or virtual IP in front of "
-              "every API server, e.g. k8s-api.example.com:6443"], id="ha-without-endpoint"),
+              "every API server, e.g. k8s-api.example.com:6443, or give cluster.vip: "
+              "{address, interface} and gpuk8s runs kube-vip on the control planes (docs/ha.md)"], id="ha-without-endpoint"),
     pytest.param("""\
         cluster:
           name: c

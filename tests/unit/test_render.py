@@ -583,8 +583,10 @@ def test_containerd_2_3_config_is_edited_in_version_4(kind):
 
 
 def test_containerd_default_snapshot_per_config_version():
-    for version, name in (("1.7", "default-1.7.toml"), ("2.0", "default-2.1.toml"),
-                          ("2.2.1", "default-2.1.toml"), ("2.3.0", "default-2.3.toml")):
+    # One snapshot per release range (tests/unit/test_containerd_defaults.py has them all).
+    for version, name in (("1.7", "default-1.7.toml"), ("2.0", "default-2.0.toml"),
+                          ("2.1.4", "default-2.1.4.toml"), ("2.1", "default-2.1.toml"),
+                          ("2.2.1", "default-2.2.toml"), ("2.3.0", "default-2.3.toml")):
         assert placeholders.containerd_default(version) == _snapshot(name)
 
 

@@ -9,7 +9,9 @@ from gpuk8s.checks import PREFLIGHT
 from gpuk8s.errors import PreflightFailed, TransportError
 from gpuk8s.inventory import ClusterSpec, HostSpec, Inventory, SSHSettings
 from gpuk8s.phases.base import RunOptions as UpOptions
-from gpuk8s.phases.cluster import _COMPARE_AND_READ, InstallCalico, kubeconfig_for_user
+from gpuk8s.kubeconfig import with_server as kubeconfig_for_user
+from gpuk8s.phases.cluster import InstallCalico
+from gpuk8s.phases.kubeconfig import _COMPARE_AND_READ
 from gpuk8s.phases.preflight import blocking_failures
 from gpuk8s.render import ClusterSecrets
 from gpuk8s.runlog import RunLog

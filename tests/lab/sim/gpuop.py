@@ -25,16 +25,14 @@ Sources (cited again next to each behaviour):
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import labsim
-from labsim import Exit, err, now, out
+from labsim import Exit, now, out
 
 REPO = "https://helm.ngc.nvidia.com/nvidia"
 # Versions of the gpu-operator chart in NVIDIA's repository (helm.ngc.nvidia.com/nvidia/index.yaml);
@@ -87,6 +85,98 @@ def node_gpus(host: str) -> list[dict]:
 
 def faults(host: str) -> set[str]:
     return set(labsim.host_fixture_of(host).get("gpu_faults") or ())
+
+
+# --------------------------------------------------------------------------- the driver container on a host
+# What the driver container meets on a node, derived from the host's own state (its OS, kernel,
+# Secure Boot, nouveau), in the order the real pod runs: the k8s-driver-manager init container,
+# the image pull of nvidia-driver-ctr, then `nvidia-driver init`.
+
+DRIVER_IMAGE = "nvcr.io/nvidia/driver"
+# The OS tags NVIDIA builds driver images for (NVIDIA/gpu-driver-container .common-ci.yml
+# @06a208ca, the `.dist-*` DIST values); any other `<version>-<os tag>` does not exist.
+DRIVER_IMAGE_DISTS = ("ubuntu22.04", "ubuntu24.04", "ubuntu26.04", "rhel8", "rhel9", "rhel10",
+                      "rocky8", "rocky9", "rocky10")
+# Kernel series each Ubuntu release's archive ships headers for (GA and HWE kernels), and the
+# flavours Canonical builds (linux-headers-<ver>-<abi>-<flavour>); a custom build is in none.
+UBUNTU_KERNEL_SERIES = {"22.04": ("5.15", "6.2", "6.5", "6.8"), "24.04": ("6.8", "6.11", "6.14", "6.17"),
+                        "26.04": ("6.17", "6.18", "6.19")}
+UBUNTU_FLAVOURS = ("generic", "generic-64k", "lowlatency", "lowlatency-64k", "nvidia", "nvidia-64k",
+                   "aws", "azure", "gcp", "gke", "oracle", "kvm", "ibm")
+
+
+def host_os(host: str) -> tuple[str, str]:
+    """(ID, VERSION_ID) of the host's /etc/os-release."""
+    vals = {}
+    for ln in _host_file(host, "os-release").splitlines():
+        k, sep, v = ln.partition("=")
+        if sep:
+            vals[k.strip()] = v.strip().strip("\"'")
+    return vals.get("ID", ""), vals.get("VERSION_ID", "")
+
+
+def os_tag(host: str) -> str:
+    """controllers/state_manager.go getGPUNodeOSInfo (gpu-operator v26.7.0): ID + VERSION_ID from
+    NFD's system-os_release labels, the major version only for ol, rocky and rhel."""
+    os_id, ver = host_os(host)
+    if os_id in ("ol", "rocky", "rhel"):
+        ver = ver.split(".")[0]
+    return f"{os_id}{ver}"
+
+
+def cluster_os_tag(c: dict) -> str:
+    """One OS tag for the whole ClusterPolicy: getGPUNodeOSInfo lists the nodes labelled
+    nvidia.com/gpu.present=true with Limit 1 (the API server returns them by name) and takes the
+    first one's OS; resolveDriverTag appends it to every driver pod's image (object_controls.go
+    `image = fmt.Sprintf("%s-%s", image, n.gpuNodeOSTag)`). Hence "the same OS on all GPU nodes"."""
+    for name in sorted(c.get("nodes") or {}):
+        host = c["nodes"][name].get("host") or name
+        if node_gpus(host):
+            return os_tag(host)
+    return ""
+
+
+def _host_kernel(host: str) -> str:
+    return _host_file(host, "gpuk8s-lab/kernel").strip()
+
+
+def headers_available(tag: str, kernel: str) -> bool:
+    """Whether the driver image's package repositories have headers for the running kernel.
+    ubuntu*/nvidia-driver `_resolve_kernel_version`: `apt-cache show linux-headers-$(uname -r)`
+    in the image's Ubuntu archive; rhel*/nvidia-driver: `yum list available kernel-headers` of
+    the image's RHEL release (NVIDIA/gpu-driver-container @06a208ca)."""
+    if tag.startswith("ubuntu"):
+        m = re.fullmatch(r"(\d+\.\d+)\.\d+-\d+-([a-z0-9-]+)", kernel)
+        return bool(m) and m.group(2) in UBUNTU_FLAVOURS and \
+            m.group(1) in UBUNTU_KERNEL_SERIES.get(tag[len("ubuntu"):], ())
+    m = re.match(r"(rhel|rocky)(\d+)$", tag)
+    if m:
+        return re.fullmatch(rf"\d+\.\d+\.\d+-[0-9.]+\.el{m.group(2)}(_\d+)?\.(x86_64|aarch64)", kernel) is not None
+    return False
+
+
+def driver_container_error(c: dict, host: str, fx: dict, version: str) -> tuple[str, str] | None:
+    """(fault, detail) of the driver pod on a node without a host driver; None: it installs."""
+    # k8s-driver-manager uninstall_driver (NVIDIA/k8s-driver-manager v0.12.0 cmd/driver-manager/
+    # main.go): with no NVIDIA driver loaded it unloads nouveau (unix.DeleteModule("nouveau", 0));
+    # the kernel refuses a module whose use count is not 0 with EWOULDBLOCK (kernel/module/main.c
+    # try_stop_module), and the init container exits with log.Fatal.
+    if fx.get("nouveau") and fx.get("nouveau_in_use"):
+        return "nouveau", ""
+    tag = cluster_os_tag(c)
+    image = f"{DRIVER_IMAGE}:{version}-{tag}"
+    if tag not in DRIVER_IMAGE_DISTS:
+        return "image-pull", image
+    kernel = _host_kernel(host)
+    if kernel and not headers_available(tag, kernel):   # "": the fixture shows this machine's kernel
+        return "kernel-headers", kernel
+    # The module the container builds is unsigned (no PRIVATE_KEY given); Ubuntu's and RHEL's
+    # kernels enforce module signatures under UEFI Secure Boot, so the kernel refuses it:
+    # kernel/module/signing.c module_sig_check -> "Loading of unsigned module is rejected",
+    # -EKEYREJECTED ("Key was rejected by service"; NVIDIA/gpu-operator#1726 on Ubuntu 24.04).
+    if fx.get("secure_boot"):
+        return "secure-boot", kernel
+    return None
 
 
 # --------------------------------------------------------------------------- helm
@@ -306,13 +396,18 @@ def node_status(c: dict, n: dict) -> dict | None:
     values = r.get("values") or {}
     st["driver_container"] = container
     if container:
+        version = (values.get("driver") or {}).get("version") or DEFAULT_DRIVER
         if host_driver or "driver-in-use" in fl:
             # the host's module is loaded (the fault: loaded after preflight, e.g. by a DKMS package
             # at boot): the driver container cannot unload it
             st["driver"] = None
             st["driver_error"] = "driver-in-use"
+        elif (bad := driver_container_error(c, host, fx, version)) is not None:
+            st["driver"] = None
+            st["driver_error"], st["driver_detail"] = bad
+            st["driver_version_wanted"] = version
         else:
-            st["driver"] = (values.get("driver") or {}).get("version") or DEFAULT_DRIVER
+            st["driver"] = version
     else:
         st["driver"] = host_driver
         if not host_driver:
@@ -457,6 +552,8 @@ def operand_pods(c: dict) -> list[tuple[dict, list[str], list[str]]]:
                                   "Running", [_container("nvidia-driver-ctr", ready=False, waiting="CrashLoopBackOff",
                                                          message="back-off 5m0s restarting failed container",
                                                          restarts=restarts)]), drv_logs, []))
+            elif st.get("driver_error") in DRIVER_FAULT_LOGS:
+                pods.append(_failing_driver_pod(c, r, name, st))
             else:
                 drv_logs = [f"Installing NVIDIA driver kernel modules...", f"Done, now waiting for signal"]
                 pods.append((_pod(f"nvidia-driver-daemonset-{_suffix(name, 'drv')}", "nvidia-driver-daemonset", name,
@@ -491,8 +588,99 @@ def operand_pods(c: dict) -> list[tuple[dict, list[str], list[str]]]:
                          ["waiting for the driver to be ready" if not st["driver"] else
                           "waiting for nvidia container stack to be setup"], sandbox))
     for name, j in sorted(gstate(c)["jobs"].items()):
-        pods.append((_job_pod(c, name, j), _job_log(c, j), []))
+        pod = _job_pod(c, name, j)
+        term = ((pod["status"]["containerStatuses"][0].get("state") or {}).get("terminated") or {})
+        # kubelet: a container that fails to start -> event Failed "Error: <runtime error>"
+        evs = [("Failed", f"Error: {term['message']}")] if term.get("reason") == "StartError" else []
+        pods.append((pod, _job_log(c, j), evs))
     return pods
+
+
+def _driver_manager_log(t: float, lines: list[tuple[str, str]]) -> list[str]:
+    """k8s-driver-manager's logrus TextFormatter{FullTimestamp, DisableQuote} lines."""
+    return [f"time={labsim.iso(t)} level={lvl} msg={msg}" for lvl, msg in lines]
+
+
+_DM_START = [("info", "Starting driver uninstallation process"),
+             ("info", "No NVIDIA driver loaded, skipping eviction of GPU clients and workloads")]
+
+
+def _driver_ctr_log(version: str, kernel: str) -> list[str]:
+    """ubuntu24.04/nvidia-driver init() up to _resolve_kernel_version (gpu-driver-container @06a208ca):
+    _unload_driver and _unmount_rootfs echo unconditionally."""
+    return ["DRIVER_ARCH is x86_64", "", "========== NVIDIA Software Installer ==========", "",
+            f"Starting installation of NVIDIA driver version {version} for Linux kernel version {kernel}", "",
+            "Unloading NVIDIA driver kernel modules...", "Unmounting NVIDIA driver rootfs...",
+            "Updating the package cache...", "Resolving Linux kernel version..."]
+
+
+def _kernel_headers_log(version: str, kernel: str) -> list[str]:
+    # _resolve_kernel_version: `apt-cache show linux-headers-${KERNEL_VERSION}` is empty ->
+    # "Could not resolve Linux kernel version" >&2; return 1 -> `|| exit 1`; the EXIT trap's
+    # _shutdown runs _unload_driver and _unmount_rootfs again.
+    return _driver_ctr_log(version, kernel) + [
+        "Could not resolve Linux kernel version", "Unloading NVIDIA driver kernel modules...",
+        "Unmounting NVIDIA driver rootfs..."]
+
+
+def _secure_boot_log(version: str, kernel: str) -> list[str]:
+    # The headers install, nvidia-installer builds with --skip-module-load (branch >= 550), then
+    # _load_driver runs `set -o xtrace; modprobe nvidia` and the kernel rejects the unsigned module;
+    # `set -e` ends the script (kmod's "modprobe: ERROR: could not insert '%s': %s" with
+    # strerror(EKEYREJECTED)).
+    return _driver_ctr_log(version, kernel) + [
+        f"Proceeding with Linux kernel version {kernel}", "Installing Linux kernel headers...",
+        "Installing Linux kernel module files...", "Generating Linux kernel version string...",
+        "Parsing kernel module parameters...",
+        "Configuring the following firmware search path in '/sys/module/firmware_class/parameters/path': "
+        "/run/nvidia/driver/lib/firmware",
+        "Loading ipmi and i2c_core kernel modules...", "Loading NVIDIA driver kernel modules...",
+        "+ modprobe nvidia", "modprobe: ERROR: could not insert 'nvidia': Key was rejected by service",
+        "Unloading NVIDIA driver kernel modules...", "Unmounting NVIDIA driver rootfs..."]
+
+
+DRIVER_FAULT_LOGS = {"kernel-headers": _kernel_headers_log, "secure-boot": _secure_boot_log,
+                     "nouveau": None, "image-pull": None}
+
+
+def _failing_driver_pod(c: dict, r: dict, name: str, st: dict) -> tuple[dict, list[str], list]:
+    """The driver DaemonSet's pod on a node where it fails, with its logs and events."""
+    t0 = r["installed_at"]
+    restarts = min(5, 1 + int((now() - t0) / max(DELAY, 0.1)))
+    pname = f"nvidia-driver-daemonset-{_suffix(name, 'drv')}"
+    fault, version = st["driver_error"], st["driver_version_wanted"]
+    dm_done = _container("k8s-driver-manager", ready=False, terminated=True)
+    dm_logs = _driver_manager_log(t0, _DM_START + [("info", "Driver uninstallation completed successfully")])
+    if fault == "nouveau":
+        # k8s-driver-manager: log.Fatal(fmt.Errorf("failed to unload nouveau driver: %w", err)),
+        # EWOULDBLOCK from delete_module: Go's "resource temporarily unavailable"; the init
+        # container restarts (Init:CrashLoopBackOff) and nvidia-driver-ctr never starts.
+        logs = _driver_manager_log(t0, _DM_START + [
+            ("info", "Unloading nouveau driver"),
+            ("fatal", "failed to unload nouveau driver: resource temporarily unavailable")])
+        init = [_container("k8s-driver-manager", ready=False, waiting="CrashLoopBackOff",
+                           message=f"back-off 5m0s restarting failed container=k8s-driver-manager pod={pname}",
+                           restarts=restarts)]
+        main = [_container("nvidia-driver-ctr", ready=False, running=False)]
+        return _pod(pname, "nvidia-driver-daemonset", name, "Pending", main, init), logs, []
+    if fault == "image-pull":
+        # kubelet pkg/kubelet/images/image_manager.go (events Failed / BackOff, waiting reasons
+        # ErrImagePull <-> ImagePullBackOff) with containerd v2.1.4's error (internal/cri/server/
+        # images/image_pull.go "failed to pull and unpack image %q", "failed to resolve reference
+        # %q"; core/remotes/docker/resolver.go: "<ref>: not found" for a tag the registry lacks).
+        image = st["driver_detail"]
+        why = (f'rpc error: code = NotFound desc = failed to pull and unpack image "{image}": failed to '
+               f'resolve reference "{image}": {image}: not found')
+        main = [_container("nvidia-driver-ctr", ready=False, waiting="ImagePullBackOff",
+                           message=f'Back-off pulling image "{image}"')]
+        evs = [("Failed", f'Failed to pull image "{image}": {why}'), ("Failed", "Error: ErrImagePull"),
+               ("BackOff", f'Back-off pulling image "{image}"'), ("Failed", "Error: ImagePullBackOff")]
+        return _pod(pname, "nvidia-driver-daemonset", name, "Pending", main, [dm_done]), dm_logs, evs
+    logs = dm_logs + DRIVER_FAULT_LOGS[fault](version, st["driver_detail"])
+    main = [_container("nvidia-driver-ctr", ready=False, waiting="CrashLoopBackOff",
+                       message=f"back-off 5m0s restarting failed container=nvidia-driver-ctr pod={pname}",
+                       restarts=restarts)]
+    return _pod(pname, "nvidia-driver-daemonset", name, "Running", main, [dm_done]), logs, []
 
 
 def _job_node(c: dict, j: dict) -> dict | None:
@@ -519,11 +707,53 @@ def _job_result(c: dict, j: dict) -> bool | None:
         return None     # 0/N nodes are available: Insufficient nvidia.com/gpu (stays Pending)
     if now() - j["created"] < SMOKE_DELAY:
         return None
-    return True
+    if cuda_requirement_error(st, j):
+        return False
+    return "cuda-fail" not in st["faults"]   # the fault: vectorAdd fails on this node
+
+
+# The newest CUDA each driver branch supports (CUDA Toolkit release notes, table 3).
+DRIVER_CUDA = {450: (11, 0), 470: (11, 4), 515: (11, 7), 520: (11, 8), 525: (12, 0), 530: (12, 1),
+               535: (12, 2), 545: (12, 3), 550: (12, 4), 555: (12, 5), 560: (12, 6), 565: (12, 7),
+               570: (12, 8), 575: (12, 9), 580: (13, 0), 590: (13, 1), 595: (13, 1)}
+# Branches an image's NVIDIA_REQUIRE_CUDA also accepts through its forward-compatibility
+# alternatives (`brand=tesla,driver>=535,driver<536 ...`): the CUDA 12.5 images list 470, 535
+# and 550 (nvidia/cuda dist/12.5.*/ubuntu2204/base/Dockerfile ENV NVIDIA_REQUIRE_CUDA).
+FORWARD_COMPAT = {(12, 5): (470, 535, 550)}
+
+
+def cuda_requirement_error(st: dict, j: dict) -> str | None:
+    """nvidia-container-cli's check of the image's NVIDIA_REQUIRE_CUDA against the node's driver
+    (libnvidia-container src/cli/common.c: "requirement error: unsatisfied condition: %s, please
+    update your driver to a newer version, or use an earlier cuda container"; space-separated
+    alternatives are ORed). None: satisfied."""
+    image = next((x.get("image") or "" for x in j["doc"]["spec"]["template"]["spec"].get("containers") or []), "")
+    m = re.search(r"cuda(\d+)\.(\d+)", image)
+    try:
+        branch = int(str(st.get("driver") or "").split(".")[0])
+    except ValueError:
+        return None
+    if not m:
+        return None
+    need = (int(m.group(1)), int(m.group(2)))
+    have = DRIVER_CUDA.get(branch) or max((v for b, v in DRIVER_CUDA.items() if b <= branch), default=(0, 0))
+    if have >= need or branch in FORWARD_COMPAT.get(need, ()):
+        return None
+    return f"cuda>={need[0]}.{need[1]}"
 
 
 def _job_log(c: dict, j: dict) -> list[str]:
-    if _job_result(c, j) is not True:
+    res = _job_result(c, j)
+    n = _job_node(c, j)
+    if res is False and n and cuda_requirement_error(node_status(c, n) or {}, j):
+        return []
+    if res is False:
+        # cuda-samples vectorAdd.cu: "Failed to allocate device vector A (error code %s)!" with
+        # cudaGetErrorString(cudaErrorInsufficientDriver); the Job's script cats its log, exits 1
+        return ["== nvidia-smi -L", "== vectorAdd", "[Vector addition of 50000 elements]",
+                "Failed to allocate device vector A (error code CUDA driver version is insufficient for "
+                "CUDA runtime version)!"]
+    if res is not True:
         return []
     st = node_status(c, _job_node(c, j))
     _, want = _job_request(j)
@@ -554,11 +784,24 @@ def _job_log(c: dict, j: dict) -> list[str]:
     return lines
 
 
+def _start_error(cuda: str) -> str:
+    return ("failed to create containerd task: failed to create shim task: OCI runtime create failed: runc "
+            "create failed: unable to start container process: error during container init: error running "
+            "prestart hook #0: exit status 1, stdout: , stderr: Auto-detected mode as 'legacy'\n"
+            f"nvidia-container-cli: requirement error: unsatisfied condition: {cuda}, please update your "
+            "driver to a newer version, or use an earlier cuda container: unknown")
+
+
 def _job_pod(c: dict, name: str, j: dict) -> dict:
     n = _job_node(c, j)
     res = _job_result(c, j)
-    phase = "Succeeded" if res else "Pending"
+    phase = "Succeeded" if res else "Failed" if res is False else "Pending"
     ctr = _container("cuda-smoke", ready=False, terminated=bool(res), waiting=None if res else "ContainerCreating")
+    cuda = cuda_requirement_error(node_status(c, n) or {}, j) if res is False and n else None
+    if cuda:
+        # the toolkit's prestart hook fails in runc create: the container never starts and the
+        # kubelet reports StartError with containerd's message (NVIDIA/nvidia-container-toolkit#152)
+        ctr["state"] = {"terminated": {"exitCode": 128, "reason": "StartError", "message": _start_error(cuda)}}
     return _pod(f"{name}-{_suffix(name, str(j['created']))}", "", (n or {}).get("name", "") if res else "",
                 phase, [ctr], labels={"job-name": name, "app.kubernetes.io/name": "gpuk8s-cuda-smoke"})
 
@@ -567,8 +810,13 @@ def _job_json(c: dict, name: str, j: dict) -> dict:
     doc = json.loads(json.dumps(j["doc"]))
     res = _job_result(c, j)
     doc.setdefault("metadata", {})["creationTimestamp"] = labsim.iso(j["created"])
+    # A failed Job: backoffLimit+1 failed pods, then condition Failed / BackoffLimitExceeded
+    # (kubernetes pkg/controller/job/job_controller.go: "Job has reached the specified backoff limit")
+    limit = int((j["doc"].get("spec") or {}).get("backoffLimit", 6))
     doc["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]} if res else \
-        {"active": 1}
+        {"failed": limit + 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                              "message": "Job has reached the specified backoff limit"}]} \
+        if res is False else {"active": 1}
     return doc
 
 
@@ -581,6 +829,42 @@ def clusterpolicy(c: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- kubectl hook
+
+# kube-controller-manager publishes the cluster CA as this ConfigMap in every namespace
+# (kubernetes/kubernetes pkg/controller/certificates/rootcacertpublisher/publisher.go, v1.36.0).
+ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
+
+
+def list_items(c: dict, kind: str, ns: str) -> list[dict] | None:
+    """The GPU layer's types in one `kubectl get A,B,C [-n ns] -o json` List (labsim._list_items);
+    None: not a type of ours. ClusterPolicy is a CRD the chart installs: unknown before it, and
+    kubectl then refuses the whole call, as for Calico's types."""
+    if kind in ("clusterpolicies.nvidia.com", "clusterpolicies", "clusterpolicy", "clusterpolicy.nvidia.com"):
+        if release(c) is None:
+            raise Exit(1, f'error: the server doesn\'t have a resource type "{kind.split(".")[0]}"')
+        return [clusterpolicy(c)]
+    if kind in ("namespaces", "namespace", "ns"):   # cluster-scoped: -n does not limit them
+        stored = {n: _obj(c, "Namespace", n) for n in _namespaces(c) | {
+            k.split("/", 1)[1] for k in gstate(c)["objects"] if k.startswith("Namespace/")}}
+        return [o or {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}, "status": {"phase": "Active"}}
+                for n, o in sorted(stored.items())]
+    if kind in ("configmaps", "configmap", "cm"):
+        names = _namespaces(c) | {k.split("/", 1)[1] for k in gstate(c)["objects"] if k.startswith("Namespace/")}
+        if ns not in names:
+            return []
+        items = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": ROOT_CA_CONFIGMAP, "namespace": ns},
+                  "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\n(lab)\n-----END CERTIFICATE-----\n"}}]
+        for key, o in sorted(gstate(c)["objects"].items()):
+            if key.startswith("ConfigMap/") and ((o.get("metadata") or {}).get("namespace") or "default") == ns:
+                items.append(o)
+        return items
+    if kind in ("pods", "pod", "po"):
+        if ns != NS:
+            raise Exit(1, "error: the gpuk8s lab kubectl lists pods of several types in the gpu-operator namespace only")
+        return [p for p, _, _ in operand_pods(c)]
+    return None
+
+
 
 def _list(items: list[dict]) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}},
@@ -606,9 +890,12 @@ def kubectl_hook(c: dict, rest: list[str], ns: str, output: str | None) -> int |
             if kind.startswith("po"):
                 items = [p for p, _, _ in operand_pods(c)]
             elif kind.startswith("ev"):
-                items = [{"kind": "Event", "reason": "FailedCreatePodSandBox", "type": "Warning", "message": m,
+                # an event is its message (FailedCreatePodSandBox) or (reason, message)
+                items = [{"kind": "Event", "reason": e[0] if isinstance(e, tuple) else "FailedCreatePodSandBox",
+                          "type": "Normal" if isinstance(e, tuple) and e[0] == "BackOff" else "Warning",
+                          "message": e[1] if isinstance(e, tuple) else e,
                           "involvedObject": {"kind": "Pod", "name": p["metadata"]["name"], "namespace": NS}}
-                         for p, _, evs in operand_pods(c) for m in evs]
+                         for p, _, evs in operand_pods(c) for e in evs]
             else:
                 items = [_job_json(c, n, j) for n, j in sorted(gstate(c)["jobs"].items())]
             if sel:
@@ -646,6 +933,9 @@ def kubectl_hook(c: dict, rest: list[str], ns: str, output: str | None) -> int |
             if j is None:
                 raise Exit(1, f'Error from server (NotFound): jobs.batch "{jname}" not found')
             logs = _job_log(c, j)
+            n_ = _job_node(c, j)
+            if not logs and _job_result(c, j) is False and n_ and cuda_requirement_error(node_status(c, n_) or {}, j):
+                return 0    # the container never started: its log file is empty
             if not logs:
                 raise Exit(1, f'Error from server (BadRequest): container "cuda-smoke" in pod '
                               f'"{_job_pod(c, jname, j)["metadata"]["name"]}" is waiting to start: ContainerCreating')
@@ -725,6 +1015,8 @@ def drop_in_text(root: dict) -> str:
 
 def sync_node() -> None:
     """On a GPU node: the toolkit pod (when it runs there) has written its drop-in."""
+    if Path(DROP_IN).exists():   # nothing to write (checked below too): skip reading the cluster
+        return
     me = labsim.host_name()
     try:
         with labsim.cluster_lock(shared=True) as c:
@@ -735,13 +1027,24 @@ def sync_node() -> None:
     if st is None or not st["up"] or "no-runtime" in st["faults"]:
         return
     p = Path(DROP_IN)
-    if p.exists():
+    # The toolkit container writes its drop-in when it starts (nvidia-container-toolkit
+    # cmd/nvidia-ctk-installer: setup at start-up, no watch): once per release here, so a drop-in
+    # removed later stays gone, as on a real node, until the toolkit pod restarts.
+    marker = labsim.STATE / "toolkit-drop-in"
+    with labsim.cluster_lock(shared=True) as c:
+        stamp = str((release(c) or {}).get("installed_at", ""))
+    try:
+        wrote = marker.read_text()
+    except OSError:
+        wrote = ""
+    if p.exists() or wrote == stamp:
         return
     try:
         root = labsim.tomllib.loads(labsim.CONTAINERD_CONFIG.read_text())
     except (OSError, labsim.tomllib.TOMLDecodeError):
         root = {}
     labsim.write(p, drop_in_text(root))
+    labsim.write(marker, stamp)
 
 
 # --------------------------------------------------------------------------- containerd imports

@@ -77,8 +77,16 @@ def err(s: str) -> None:
     sys.stderr.write(s + ("\n" if not s.endswith("\n") else ""))
 
 
+CLOCK_OFFSET = SHARED / "clock_offset"
+
+
 def now() -> float:
-    return time.time()
+    """The lab's clock: this machine's plus the seconds a test moved it on (`Lab.advance_clock`),
+    so bootstrap tokens and uploaded certificates expire as their TTL says without waiting."""
+    try:
+        return time.time() + float(CLOCK_OFFSET.read_text())
+    except (OSError, ValueError):
+        return time.time()
 
 
 def iso(t: float) -> str:
@@ -386,10 +394,9 @@ def _install(name: str, version: str) -> None:
 
 
 def native_default(version: str) -> str:
-    """`containerd config default` of this build: 2.0.x and 2.1.0 omit SystemdCgroup."""
-    v = tuple(int(x) for x in re.findall(r"\d+", version)[:3])
-    if v[:2] == (2, 0) or v[:3] == (2, 1, 0):
-        return fx.containerd_config(version, systemd_cgroup=None)
+    """`containerd config default` of this build: the real output of that release (fixture's
+    containerd_default_config: 2.0.0-2.0.6 and 2.1.0-2.1.4 omit SystemdCgroup, 2.2 adds the
+    conf.d import, 2.3 writes version 4)."""
     return fx.containerd_default_config(version)
 
 
@@ -744,9 +751,10 @@ def _load_v2x(data: dict, version: int) -> dict:
     their full URI ("cri" -> "io.containerd.grpc.v1.cri", ...) in `plugins`, `disabled_plugins`
     and `required_plugins`; then ValidateVersion refuses a newer version and any disabled or
     required plugin name without a dot (which a version 2 or 3 file keeps as written)."""
-    if version > 3:
+    top = _containerd_config_version()
+    if version > top:
         raise Exit(1, f"containerd: failed to load TOML from {CONTAINERD_CONFIG}: expected containerd config "
-                      f"version equal to or less than `3`, got `{version}`")
+                      f"version equal to or less than `{top}`, got `{version}`")
     if version <= 1:
         data["plugins"] = {_v1_plugin_uri(k): v for k, v in (data.get("plugins") or {}).items()}
         for key in ("disabled_plugins", "required_plugins"):
@@ -759,8 +767,45 @@ def _load_v2x(data: dict, version: int) -> dict:
                               f"URI \"{p}\" expect io.containerd.x.vx")
     if version <= 2:
         _migrate_v2_to_v3(data.setdefault("plugins", {}))
-    data["version"] = 3
+    if version <= 3 < top:
+        _service_migrate(data)
+    data["version"] = top
     return data
+
+
+def _service_migrate(data: dict) -> None:
+    """containerd 2.3's migration of a version 3 (or older) file to 4 (serviceMigrate in
+    cmd/containerd/server/config/config.go, v2.3.4): the top-level [grpc], [ttrpc], [debug]
+    address and [metrics] move into the io.containerd.server.v1.* plugins (and grpc_histogram into
+    io.containerd.metrics.v1.grpc-prometheus) unless the file already configures those plugins;
+    an unset ttrpc address becomes the grpc address + ".ttrpc" with its uid/gid."""
+    plugins = data.setdefault("plugins", {})
+    grpc, ttrpc = data.pop("grpc", None) or {}, data.pop("ttrpc", None) or {}
+    metrics, debug = data.pop("metrics", None) or {}, data.get("debug") or {}
+    if debug.get("address") and "io.containerd.server.v1.debug" not in plugins:
+        plugins["io.containerd.server.v1.debug"] = {k: debug.pop(k, 0 if k != "address" else "")
+                                                    for k in ("address", "uid", "gid")}
+    addr, uid, gid = grpc.get("address", ""), grpc.get("uid", 0), grpc.get("gid", 0)
+    sizes = {k: grpc[k] for k in ("max_recv_message_size", "max_send_message_size") if grpc.get(k)}
+    if (addr or uid or gid or sizes) and "io.containerd.server.v1.grpc" not in plugins:
+        plugins["io.containerd.server.v1.grpc"] = (
+            {"address": addr, "uid": uid, "gid": gid} if addr else
+            {k: v for k, v in (("uid", uid), ("gid", gid)) if v}) | sizes
+    if grpc.get("tcp_address") and "io.containerd.server.v1.grpc-tcp" not in plugins:
+        plugins["io.containerd.server.v1.grpc-tcp"] = {"address": grpc["tcp_address"]} | {
+            new: grpc[old] for old, new in (("tcp_tls_ca", "tls_ca"), ("tcp_tls_cert", "tls_cert"),
+                                            ("tcp_tls_key", "tls_key"),
+                                            ("tcp_tls_common_name", "tls_common_name")) if grpc.get(old)} | sizes
+    if "io.containerd.server.v1.ttrpc" not in plugins:
+        t_addr, t_uid, t_gid = ttrpc.get("address", ""), ttrpc.get("uid", 0), ttrpc.get("gid", 0)
+        if not t_addr and addr:
+            t_addr, t_uid, t_gid = addr + ".ttrpc", t_uid or uid, t_gid or gid
+        if t_addr or t_uid or t_gid:
+            plugins["io.containerd.server.v1.ttrpc"] = {"address": t_addr, "uid": t_uid, "gid": t_gid}
+    if metrics.get("grpc_histogram") and "io.containerd.metrics.v1.grpc-prometheus" not in plugins:
+        plugins["io.containerd.metrics.v1.grpc-prometheus"] = {"grpc_histogram": True}
+    if metrics.get("address") and "io.containerd.server.v1.metrics" not in plugins:
+        plugins["io.containerd.server.v1.metrics"] = {"address": metrics["address"]}
 
 
 # v1MigratePluginName's table (cmd/containerd/server/config/config.go, containerd v2.1): the plugin
@@ -860,6 +905,14 @@ def cri_plugin_error(data: dict | None, major: int) -> str | None:
         if p in cri_ids:
             return f'msg="failed to load plugin" error="disabled" id={p}'
     default = _native_default_data(major)
+    # runc's options decode into a proto message whose systemd_cgroup is a bool in every release
+    # (api/types/runc/options/oci.proto), also where `config default` does not print the key
+    # (2.0.0-2.0.6, 2.1.0-2.1.4).
+    for pid in cri_ids[:2]:
+        runc = ((((default.get("plugins") or {}).get(pid) or {}).get("containerd") or {})
+                .get("runtimes") or {}).get("runc")
+        if isinstance(runc, dict) and isinstance(runc.setdefault("options", {}), dict):
+            runc["options"].setdefault("SystemdCgroup", False)
     plugins = data.get("plugins") or {}
     for pid in (cri_ids if major >= 2 else cri_ids[:1]):
         have, ref = plugins.get(pid), (default.get("plugins") or {}).get(pid) or {}
@@ -904,6 +957,16 @@ _TO_IMAGES = ("registry", "image_decryption", "max_concurrent_downloads", "image
 _SERVER_KEYS = ("disable_tcp_service", "stream_server_address", "stream_server_port", "stream_idle_timeout",
                 "enable_tls_streaming", "x509_key_pair_streaming")
 _SNAPSHOT_KEYS = ("snapshotter", "disable_snapshot_annotations", "discard_unpacked_layers")
+
+
+def _containerd_config_version() -> int:
+    """The newest config version this containerd reads and writes: ConfigVersion of
+    version/version.go (3 in v2.0.0-v2.2.x, 4 from v2.3.0); 1.x: 2 (services/server/config)."""
+    p = STATE / "containerd" / "version_line"
+    line = p.read_text() if p.exists() else ""
+    m = re.search(r"v?(\d+)\.(\d+)\.(\d+)", line.split(" ", 2)[-1] if line else "")
+    major, minor = (int(m.group(1)), int(m.group(2))) if m else (2, 1)
+    return 2 if major < 2 else 4 if (major, minor) >= (2, 3) else 3
 
 
 def _containerd_major() -> int:
@@ -1000,7 +1063,7 @@ def containerd_dump() -> int:
         out(default)
         return 0
     dumped = _merged(tomllib.loads(default), data)
-    dumped["version"] = 3 if major >= 2 else 2
+    dumped["version"] = _containerd_config_version()
     if data.get("imports"):   # drop-ins (the GPU Operator's toolkit writes one): gpuop.py
         import gpuop
         gpuop.sync_node()
@@ -1087,7 +1150,7 @@ def cluster_lock(shared: bool = False):
     with open(CLUSTER_LOCK, "a+") as lk:
         fcntl.flock(lk, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         c = json.loads(CLUSTER.read_text()) if CLUSTER.exists() else {}
-        before = json.dumps(c, sort_keys=True)
+        before = None if shared else json.dumps(c, sort_keys=True)   # a shared lock never writes
         yield c
         if not shared and json.dumps(c, sort_keys=True) != before:
             tmp = CLUSTER.with_name(f"cluster.json.{os.getpid()}")
@@ -1469,9 +1532,14 @@ def load_config(path: str, want: str) -> dict[str, dict]:
     return kinds
 
 
-ALLOWED_WITH_CONFIG = {"config", "upload-certs", "v", "ignore-preflight-errors", "dry-run", "kubeconfig",
-                       "node-name", "print-join-command", "rootfs", "log-file", "certificate-key", "skip-phases",
-                       "skip-token-print", "skip-certificate-key-print", "skip-log-headers", "experimental-upload-certs"}
+# The flags kubeadm accepts beside --config (init, join, token create, init phase upload-certs all
+# call it): cmd/kubeadm/app/apis/kubeadm/validation/validation.go `ValidateMixedArguments` /
+# `isAllowedFlag` (kubernetes commit 00d24de699fe, as in v1.36): config, ignore-preflight-errors,
+# dry-run, kubeconfig, node-name, kubeconfig-dir, upload-certs, print-join-command, rootfs, v,
+# log-file, yes, and every "--skip-*". Not --certificate-key, --token, --ttl, --description...:
+# "can not mix '--config' with arguments %v" lists the others in pflag's (sorted) Visit order.
+ALLOWED_WITH_CONFIG = {"config", "ignore-preflight-errors", "dry-run", "kubeconfig", "node-name", "kubeconfig-dir",
+                       "upload-certs", "print-join-command", "rootfs", "v", "log-file", "yes"}
 
 
 def parse_flags(args: list[str]) -> tuple[dict[str, str | bool], list[str]]:
@@ -1506,6 +1574,13 @@ def _mixed(flags: dict) -> None:
         bad = sorted(f for f in flags if f not in ALLOWED_WITH_CONFIG and not f.startswith("skip-"))
         if bad:
             raise Exit(1, "can not mix '--config' with arguments [" + " ".join(bad) + "]")
+
+
+def _is_ipv4(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).version == 4
+    except ValueError:
+        return False
 
 
 def _fatal(phase: str, msg: str) -> Exit:
@@ -1707,7 +1782,12 @@ def _preflight(kind: str, cp: bool, bind_port: int, ignore: set[str], info: dict
         warns.append(("Swap", "swap is supported for cgroup v2 only. The kubelet must be properly configured "
                               "to use swap. Please refer to https://kubernetes.io/docs/concepts/architecture/"
                               "nodes/#swap-memory, or disable swap on the node"))
-    if kind == "init" and read_sysctl("net.ipv4.ip_forward") != "1":
+    # cmd/kubeadm/app/preflight/checks.go (kubernetes commit 00b6a4c7afdb): init adds
+    # addIPv4Checks (FileContentCheck ipv4Forward = "1") for its IPv4 service/pod CIDRs or
+    # advertise address; `JoinNodeChecks` adds it when discovery's APIServerEndpoint host is an
+    # IPv4 literal (a DNS name adds none; a control-plane join's init checks skip it as
+    # isSecondaryControlPlane). Then `[ERROR FileContent--proc-sys-net-ipv4-ip_forward]`.
+    if (kind == "init" or _is_ipv4((info or {}).get("proxy_host"))) and read_sysctl("net.ipv4.ip_forward") != "1":
         errors.append(("FileContent--proc-sys-net-ipv4-ip_forward",
                        "/proc/sys/net/ipv4/ip_forward contents are not set to 1"))
     listening = _listening_ports()
@@ -1723,6 +1803,11 @@ def _preflight(kind: str, cp: bool, bind_port: int, ignore: set[str], info: dict
         if Path("/var/lib/etcd").is_dir() and any(Path("/var/lib/etcd").iterdir()):
             errors.append(("DirAvailable--var-lib-etcd", "/var/lib/etcd is not empty"))
     if kind == "join":
+        # RunJoinNodeChecks (cmd/kubeadm/app/preflight/checks.go): DirAvailableCheck on the manifests
+        # directory, "<dir> is not empty" (a kube-vip manifest goes in after join: sim/kubevip.py)
+        mdir = Path("/etc/kubernetes/manifests")
+        if mdir.is_dir() and any(mdir.iterdir()):
+            errors.append(("DirAvailable--etc-kubernetes-manifests", f"{mdir} is not empty"))
         for f in ("/etc/kubernetes/kubelet.conf", "/etc/kubernetes/bootstrap-kubelet.conf"):
             if Path(f).exists():
                 name = "FileAvailable-" + f.replace("/", "-").replace(".", ".")
@@ -1830,6 +1915,11 @@ def _write_node_files(c: dict, cp: bool, node: str, kcfg: dict | None = None) ->
         for conf, user in (("admin.conf", "kubernetes-admin"), ("super-admin.conf", "kubernetes-super-admin"),
                            ("controller-manager.conf", "system:kube-controller-manager"),
                            ("scheduler.conf", "system:kube-scheduler")):
+            # super-admin.conf only where `kubeadm init` runs (kubeadm 1.29 CHANGELOG, "a separate
+            # super-admin.conf ... is deployed only on the node where kubeadm init was called";
+            # aws/eks-anywhere#7368); a joining control plane gets admin.conf (init: not initialized yet)
+            if conf == "super-admin.conf" and c.get("initialized"):
+                continue
             write(f"/etc/kubernetes/{conf}", _kubeconfig(c["cluster_name"], server, c["ca_cert"], user), 0o600)
         for comp in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
             write(f"/etc/kubernetes/manifests/{comp}.yaml", yaml.safe_dump({
@@ -1871,7 +1961,8 @@ def _add_tokens(c: dict, tokens: list[dict], fail_if_exists: bool) -> list[str]:
                           f'a token with id "{tid}" already exists\nTo see the stack trace of this error '
                           "execute with --v=5 or higher")
         c["tokens"][tid] = {"secret": sec, "expires": now() + ttl if ttl > 0 else 1e12,
-                            "usages": t.get("usages") or ["signing", "authentication"]}
+                            "usages": t.get("usages") or ["signing", "authentication"],
+                            "description": t.get("description") or ""}
         made.append(tok)
     return made
 
@@ -1888,6 +1979,9 @@ def kubeadm(args: list[str]) -> int:
         return kubeadm_join(args[1:])
     if cmd == "token":
         return kubeadm_token(args[1:])
+    if cmd == "kubeconfig":
+        import nodeops   # `kubeadm kubeconfig user` (nodeops.py)
+        return nodeops.kubeadm_kubeconfig(args[1:])
     if cmd == "reset":
         return kubeadm_reset(args[1:])
     if cmd == "config" and args[1:3] == ["images", "list"]:
@@ -1947,7 +2041,7 @@ def kubeadm_init(args: list[str]) -> int:
         c.update({"initialized": False, "cluster_name": cc.get("clusterName") or "kubernetes", "endpoint": endpoint,
                   "pod_subnet": net.get("podSubnet") or "", "service_subnet": net.get("serviceSubnet") or "10.96.0.0/12",
                   "version": ver, "ca_cert": ca, "ca_key": key, "tokens": {}, "nodes": {}, "objects": {},
-                  "first_cp": host_name(), "created": now()})
+                  "first_cp": host_name(), "created": now(), "admin_binding": False})
         out('[certs] Using certificateDir folder "/etc/kubernetes/pki"\n[certs] Generating "ca" certificate and key\n'
             '[certs] Generating "apiserver" certificate and key\n'
             f'[certs] apiserver serving cert is signed for DNS names [{endpoint.rsplit(":", 1)[0]} kubernetes '
@@ -1994,6 +2088,9 @@ def kubeadm_init(args: list[str]) -> int:
             raise _fatal("wait-control-plane", "failed while waiting for the control plane to start: kube-apiserver "
                          f"check failed at https://{_cp_address()}:{bind}/livez: Get \"https://{_cp_address()}:{bind}"
                          f"/livez?timeout=10s\": dial tcp {_cp_address()}:{bind}: connect: connection refused")
+        import kubevip   # cluster.vip: init's client reaches a VIP endpoint once kube-vip holds it (kubevip.py)
+        kubevip.init_gate(c, endpoint)
+        c["admin_binding"] = True   # kubeadm >= 1.29: admin.conf's ClusterRoleBinding (kubevip.py)
         out("[kubelet-check] The kubelet is healthy after 1.00123s\n"
             "[control-plane-check] Waiting for healthy control plane components. This can take up to 4m0s\n"
             f"[control-plane-check] Checking kube-apiserver at https://{_cp_address()}:{bind}/livez\n"
@@ -2003,6 +2100,8 @@ def kubeadm_init(args: list[str]) -> int:
             '[upload-config] Storing the configuration used in ConfigMap "kubeadm-config" in the "kube-system" Namespace\n'
             '[kubelet] Creating a ConfigMap "kubelet-config" in namespace kube-system with the configuration for the kubelets in the cluster')
         c["initialized"] = True
+        apiserver_start(bind, _cluster_id(c))   # kube-apiserver now listens on its bindPort
+        kubevip.ensure_running()   # the kubelet runs the static pods, kube-vip's too (kubevip.py)
         key_hex = ic.get("certificateKey") or secrets.token_hex(32)
         if "upload-certs" in flags:
             c["certs"] = {"key": key_hex, "uploaded": now()}
@@ -2148,10 +2247,12 @@ def kubeadm_phase(args: list[str]) -> int:
     _need_admin(flags)
     if not is_root():
         raise Exit(1, "open /etc/kubernetes/admin.conf: permission denied")
+    server = _admin_server(flags)
     with cluster_lock() as c:
-        if not c.get("initialized"):
-            raise _fatal("upload-certs", f"error uploading certs: Get \"https://{c.get('endpoint', 'localhost:6443')}"
-                         "/api/v1/namespaces/kube-system/secrets/kubeadm-certs\": dial tcp: connect: connection refused")
+        why = api_dial(server, c) if c.get("initialized") else "dial tcp: connect: connection refused"
+        if why is not None:
+            raise _fatal("upload-certs", f"error uploading certs: Get \"https://{server}"
+                         f"/api/v1/namespaces/kube-system/secrets/kubeadm-certs\": {why}")
         c["certs"] = {"key": key_hex, "uploaded": now()}
     out('[upload-certs] Storing the certificates in Secret "kubeadm-certs" in the "kube-system" Namespace\n'
         f"[upload-certs] Using certificate key:\n{key_hex}")
@@ -2163,13 +2264,17 @@ def kubeadm_token(args: list[str]) -> int:
         raise Exit(1, "kubeadm token: missing subcommand")
     sub = args[0]
     flags, pos = parse_flags(args[1:])
+    if sub == "create":   # cmd/kubeadm/app/cmd/token.go: createCmd runs ValidateMixedArguments
+        _mixed(flags)
     _need_admin(flags)
     if not is_root():
         raise Exit(1, "failed to load admin kubeconfig: open /etc/kubernetes/admin.conf: permission denied")
+    server = _admin_server(flags)
     with cluster_lock() as c:
-        if not c.get("initialized"):
-            raise Exit(1, f"failed to list bootstrap tokens: Get \"https://{c.get('endpoint', 'localhost:6443')}"
-                          "/api/v1/namespaces/kube-system/secrets\": dial tcp: connect: connection refused")
+        why = api_dial(server, c) if c.get("initialized") else "dial tcp: connect: connection refused"
+        if why is not None:
+            raise Exit(1, f"failed to list bootstrap tokens: Get \"https://{server}"
+                          f"/api/v1/namespaces/kube-system/secrets\": {why}")
         if sub == "create":
             toks = []
             if "config" in flags:
@@ -2203,7 +2308,7 @@ def kubeadm_token(args: list[str]) -> int:
                 if left <= 0:
                     continue
                 rows.append((f"{tid}.{t['secret']}", f"{int(left // 3600)}h", iso(t["expires"]),
-                             ",".join(t.get("usages") or []), "<none>",
+                             ",".join(t.get("usages") or []), t.get("description") or "<none>",
                              "system:bootstrappers:kubeadm:default-node-token"))
             for r in rows:
                 out("   ".join(f"{x:<24}" for x in r).rstrip())
@@ -2211,15 +2316,159 @@ def kubeadm_token(args: list[str]) -> int:
     raise Exit(1, f"kubeadm: the gpuk8s lab does not simulate: kubeadm token {sub}")
 
 
-def _resolves_to_cluster(endpoint: str, c: dict) -> bool:
-    host = endpoint.rsplit(":", 1)[0].strip("[]")
+# --------------------------------------------------------------------------- the API server's socket
+#
+# While the simulated kube-apiserver runs on a control plane (from `kubeadm init` or a control-plane
+# `kubeadm join` until `kubeadm reset`), a real TCP socket listens on its bindPort there, held by a
+# small process forked from the simulator (its own session, stdio on /dev/null; the lab's teardown
+# kills every process of the host). kubectl, kubeadm join's discovery and kubeadm's admin commands
+# dial the endpoint they are given, resolved as the host resolves it (/etc/hosts, then a DNS server
+# that does not answer), so a wrong address or port fails as with the real tools. The listener
+# answers each connection with one line naming the cluster it serves (lab-internal: the real
+# server speaks TLS after the client's hello), so the dialer tells an API server of this cluster
+# from anything else listening there (sshd, a fixture's port).
+
+APISERVER_PID = STATE / "apiserver.pid"
+APISERVER_BANNER = b"gpuk8s-lab-apiserver "
+
+
+def apiserver_start(port: int, cluster_id: str) -> None:
+    """Listen on `port` (all addresses, dual-stack as kube-apiserver's default --bind-address)."""
+    apiserver_stop()
     try:
-        addr = socket.gethostbyname(host)
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        addr = ("::", port)
     except OSError:
-        return False
-    cps = {n["address"] for n in c.get("nodes", {}).values() if n.get("cp")}
-    cps |= {host_fixture_of(n["host"]).get("address") for n in c.get("nodes", {}).values() if n.get("cp")}
-    return addr in cps or endpoint == c.get("endpoint")
+        s, addr = socket.socket(socket.AF_INET, socket.SOCK_STREAM), ("0.0.0.0", port)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(addr)
+    s.listen(256)
+    banner = APISERVER_BANNER + cluster_id.encode() + b"\n"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:   # the listener: detached from the session that ran kubeadm
+        try:
+            os.setsid()
+            import signal
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            keep = {0, 1, 2, s.fileno()}
+            for fd in range(3, 1024):
+                if fd not in keep:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            while True:   # lives until `kubeadm reset` (SIGTERM) or the lab's teardown
+                try:
+                    conn, _ = s.accept()
+                except OSError:
+                    continue
+                try:
+                    conn.settimeout(1)
+                    conn.sendall(banner)
+                except OSError:
+                    pass
+                finally:
+                    conn.close()
+        finally:
+            os._exit(0)
+    s.close()
+    write(APISERVER_PID, f"{pid}\n")
+
+
+def apiserver_stop() -> None:
+    try:
+        pid = int(APISERVER_PID.read_text().strip())
+    except (OSError, ValueError):
+        return
+    import signal
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        APISERVER_PID.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _split_hostport(hostport: str) -> tuple[str, int]:
+    host, _, port = hostport.rpartition(":")
+    if not host:
+        host, port = hostport, "443"
+    return host.strip("[]"), int(port or 443)
+
+
+def api_dial(hostport: str, c: dict) -> str | None:
+    """TCP-connect to hostport as this host resolves it: None when an API server of cluster `c`
+    answered, else the Go error text the real clients print (net.Dial's, then crypto/tls's).
+    Dial errors: Go `net` (`dial tcp 1.2.3.4:6443: connect: connection refused`, `i/o timeout`,
+    `dial tcp: lookup NAME on 127.0.0.1:53: ...` where the host's resolv.conf names a server that
+    does not answer); a listener that is not an API server: `net/http: TLS handshake timeout`
+    when it says nothing, `tls: first record does not look like a TLS handshake` when it speaks
+    first (sshd's banner); another cluster's: x509 `certificate signed by unknown authority`."""
+    host, port = _split_hostport(hostport)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return (f"dial tcp: lookup {host} on 127.0.0.1:53: read udp 127.0.0.1:41234->127.0.0.1:53: "
+                "read: connection refused")
+    last = ""
+    for family_, _type, _proto, _canon, sockaddr in infos:
+        ip = sockaddr[0]
+        shown = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        s = socket.socket(family_, socket.SOCK_STREAM)
+        s.settimeout(3)
+        try:
+            s.connect(sockaddr)
+        except ConnectionRefusedError:
+            last = f"dial tcp {shown}: connect: connection refused"
+            s.close()
+            continue
+        except socket.timeout:
+            last = f"dial tcp {shown}: i/o timeout"
+            s.close()
+            continue
+        except OSError as e:
+            last = f"dial tcp {shown}: connect: {(e.strerror or str(e)).lower()}"
+            s.close()
+            continue
+        try:
+            s.settimeout(1)
+            data = s.recv(128)
+        except OSError:
+            data = b""
+        finally:
+            s.close()
+        if not data:
+            return "net/http: TLS handshake timeout"
+        if not data.startswith(APISERVER_BANNER):
+            return "tls: first record does not look like a TLS handshake"
+        if data[len(APISERVER_BANNER):].strip().decode(errors="replace") != _cluster_id(c):
+            return ('tls: failed to verify certificate: x509: certificate signed by unknown authority '
+                    '(possibly because of "crypto/rsa: verification error" while trying to verify '
+                    'candidate authority certificate "kubernetes")')
+        return None
+    return last or f"dial tcp {host}:{port}: connect: connection refused"
+
+
+def _cluster_id(c: dict) -> str:
+    return f"{c.get('created', 0):.6f}"
+
+
+def _admin_server(flags: dict) -> str:
+    """host:port of the admin kubeconfig's server (what kubeadm's admin commands dial)."""
+    try:
+        kdoc = yaml.safe_load(Path(str(flags.get("kubeconfig") or "/etc/kubernetes/admin.conf")).read_text())
+        return kdoc["clusters"][0]["cluster"]["server"].split("://", 1)[-1]
+    except (OSError, KeyError, IndexError, TypeError):
+        return "localhost:6443"
 
 
 def kubeadm_join(args: list[str]) -> int:
@@ -2247,13 +2496,12 @@ def kubeadm_join(args: list[str]) -> int:
     name = nr.get("name") or socket.gethostname()
     with cluster_lock() as c:
         # discovery: cluster-info through the endpoint, JWS for the token, CA pinning
-        if not c.get("initialized") or not _resolves_to_cluster(endpoint, c):
-            host = endpoint.rsplit(":", 1)[0]
-            try:
-                addr = socket.gethostbyname(host.strip("[]"))
-                why = f"dial tcp {addr}:{endpoint.rsplit(':', 1)[-1]}: connect: connection refused"
-            except OSError:
-                why = f"dial tcp: lookup {host} on 127.0.0.1:53: read udp 127.0.0.1:41234->127.0.0.1:53: read: connection refused"
+        why = api_dial(endpoint, c) if c.get("initialized") else None
+        if not c.get("initialized") and why is None:
+            why = f"dial tcp {endpoint}: connect: connection refused"
+        if why is not None:
+            # cmd/kubeadm/app/discovery/token/token.go: "failed to request the cluster-info ConfigMap",
+            # the client's Get error after the discovery timeout (kubeadm retries until then).
             raise _fatal("preflight", f"couldn't validate the identity of the API Server: failed to request the "
                          f"cluster-info ConfigMap: client rate limiter Wait returned an error: context deadline "
                          f"exceeded - error from a previous attempt: Get \"https://{endpoint}/api/v1/namespaces/"
@@ -2321,6 +2569,9 @@ def kubeadm_join(args: list[str]) -> int:
         out("[kubelet-check] The kubelet is healthy after 1.001s\n"
             "[kubelet-start] Waiting for the kubelet to perform the TLS Bootstrap\n")
         if cp:
+            apiserver_start(bind, _cluster_id(c))
+            import kubevip   # the kubelet runs kube-vip once gpuk8s writes its manifest (kubevip.py)
+            kubevip.ensure_running(expected=bool(c.get("kube_vip")))
             out("[etcd] Announced new etcd member joining to the existing etcd cluster\n"
                 f"[mark-control-plane] Marking the node {name} as control-plane by adding the labels: "
                 "[node-role.kubernetes.io/control-plane node.kubernetes.io/exclude-from-external-load-balancers]\n\n"
@@ -2359,6 +2610,7 @@ def kubeadm_reset(args: list[str]) -> int:
                 c["nodes"].pop(n, None)   # its etcd member and (as the docs advise) its Node go
             if not any(v.get("cp") for v in c.get("nodes", {}).values()):
                 c.clear()                 # the last control plane: the cluster is gone
+    apiserver_stop()   # the static pods are gone with their manifests
     import shutil
     for p in ("/etc/kubernetes/manifests", "/etc/kubernetes/pki", "/var/lib/etcd", "/var/lib/kubelet"):
         shutil.rmtree(p, ignore_errors=True)
@@ -2595,6 +2847,7 @@ def _leaves(doc: dict, prefix: str = "") -> dict[str, str]:
 
 
 _BUILTIN_OPEN = {("apps/v1", "Deployment"), ("apps/v1", "DaemonSet"), ("v1", "Service"),
+                 ("policy/v1", "PodDisruptionBudget"),   # nodeops.py keeps the whole object
                  ("rbac.authorization.k8s.io/v1", "ClusterRole"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
                  ("rbac.authorization.k8s.io/v1", "Role"), ("rbac.authorization.k8s.io/v1", "RoleBinding")}
 
@@ -2844,6 +3097,8 @@ def _node_json(c: dict, n: dict) -> dict:
                                     "osImage": n["os"]}}}
     import gpuop   # NFD/GFD labels and allocatable GPUs from the GPU Operator (gpuop.py)
     gpuop.node_overlay(c, n, doc)
+    import nodeops   # a cordoned node (nodeops.py)
+    nodeops.node_overlay(n, doc)
     return doc
 
 
@@ -2921,10 +3176,17 @@ def kubectl(args: list[str]) -> int:
     server = kdoc["clusters"][0]["cluster"]["server"]
     ca_data = kdoc["clusters"][0]["cluster"].get("certificate-authority-data", "")
     hostport = server.split("://", 1)[-1]
-    write_ops = rest and rest[0] in ("apply", "create", "label", "taint", "delete", "patch", "replace", "rollout")
+    write_ops = rest and rest[0] in ("apply", "create", "label", "taint", "delete", "patch", "replace", "rollout",
+                                     "cordon", "uncordon", "drain")
     with cluster_lock(shared=not write_ops) as c:
-        if not c.get("initialized") or not _resolves_to_cluster(hostport, c):
-            raise Exit(1, f"The connection to the server {hostport} was refused - did you specify the right host or port?")
+        why = api_dial(hostport, c) if c.get("initialized") else f"dial tcp {hostport}: connect: connection refused"
+        if why is not None:
+            # staging/src/k8s.io/kubectl/pkg/cmd/util/helpers.go `StandardErrorMessage`: a *url.Error
+            # whose error contains "connection refused" -> "The connection to the server H was refused
+            # - did you specify the right host or port?"; any other -> "Unable to connect to the server: %v".
+            if "connection refused" in why:
+                raise Exit(1, f"The connection to the server {hostport} was refused - did you specify the right host or port?")
+            raise Exit(1, f"Unable to connect to the server: {why}")
         if base64.b64decode(ca_data).decode(errors="replace") != c["ca_cert"]:
             raise Exit(1, "Unable to connect to the server: tls: failed to verify certificate: x509: certificate "
                           "signed by unknown authority (possibly because of \"crypto/rsa: verification error\" while "
@@ -2960,8 +3222,15 @@ def kubectl_wait(c: dict, words: list[str], flags: list[str]) -> int:
     return 0
 
 
-def _list_items(c: dict, kind: str) -> list[dict]:
-    """The objects of one resource type, as in a List (for `kubectl get A,B,C -o json`)."""
+def _list_items(c: dict, kind: str, ns: str | None = "default") -> list[dict]:
+    """The objects of one resource type, as in a List (for `kubectl get A,B,C -o json`); ns None:
+    every namespace (-A)."""
+    if ns is None and kind in ("pods", "pod", "po"):
+        return all_pods(c)
+    import gpuop   # the GPU layer's types (ClusterPolicy, the operator namespace's objects)
+    theirs = gpuop.list_items(c, kind, ns)
+    if theirs is not None:
+        return theirs
     if kind in ("nodes", "node", "no"):
         return [_node_json(c, n) for n in sorted(c.get("nodes", {}).values(), key=lambda n: n["created"])]
     calico = ("tigerastatus", "tigerastatuses", "tigerastatuses.operator.tigera.io",
@@ -2983,6 +3252,64 @@ def _list_items(c: dict, kind: str) -> list[dict]:
     return [doc]
 
 
+def _sim_pod(ns: str, name: str, node: dict | None, *, running: bool, ready: bool, labels: dict | None = None,
+             waiting: str = "ContainerCreating") -> dict:
+    cs = {"name": name.split("-")[0], "ready": ready, "restartCount": 0,
+          "state": {"running": {"startedAt": iso(node["created"]) if node else iso(now())}} if running else
+          {"waiting": {"reason": waiting}}}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "labels": dict(labels or {})},
+            "spec": {"nodeName": node["name"]} if node else {},
+            "status": {"phase": "Running" if running else "Pending",
+                       "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                       "containerStatuses": [cs]}}
+
+
+def all_pods(c: dict) -> list[dict]:
+    """`kubectl get pods -A -o json` (as far as the lab simulates pods):
+    - kubeadm's static pods on each control plane, named <component>-<node> (the kubelet's mirror
+      pods: kubernetes pkg/kubelet/pod/mirror_client.go; cmd/kubeadm/app/phases/controlplane, etcd);
+    - kube-proxy on every node (kubeadm's DaemonSet addon) and CoreDNS, kubeadm's Deployment of 2
+      replicas (cmd/kubeadm/app/phases/addons/dns/manifests.go), Pending until the pod network works;
+    - the Tigera operator, and calico-node on every node once the Installation is applied
+      (Init until Calico is available, as the table form above);
+    - the GPU Operator's operand pods (gpuop.operand_pods).
+    A pod on a node that is not Ready keeps phase Running with its Ready condition False: the node
+    lifecycle controller's MarkPodsNotReady (kubernetes pkg/controller/util/node/controller_utils.go)."""
+    nodes = sorted(c.get("nodes", {}).values(), key=lambda n: n["created"])
+    ready = {n["name"]: node_ready(c, n)[0] == "True" for n in nodes}
+    cal = calico_status(c)
+    pods = []
+    for n in nodes:
+        if "node-role.kubernetes.io/control-plane" in n["labels"]:
+            for comp in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+                pods.append(_sim_pod("kube-system", f"{comp}-{n['name']}", n, running=True, ready=ready[n["name"]],
+                                     labels={"component": comp, "tier": "control-plane"}))
+    for n in nodes:
+        sfx = hashlib.sha1(n["name"].encode()).hexdigest()[:5]
+        pods.append(_sim_pod("kube-system", f"kube-proxy-{sfx}", n, running=True, ready=ready[n["name"]],
+                             labels={"k8s-app": "kube-proxy"}))
+    first = nodes[0] if nodes else None
+    for i in range(2 if first else 0):
+        up = cal["ok"] and ready[first["name"]]
+        pods.append(_sim_pod("kube-system", f"coredns-7c65d6cfc9-{'ab'[i]}x2x7", first if up else None, running=up,
+                             ready=up, labels={"k8s-app": "kube-dns"}))
+    if c.get("objects", {}).get("operator") and first:
+        pods.append(_sim_pod("tigera-operator", "tigera-operator-5f9c8d7b6-q8w2x", first, running=True,
+                             ready=ready[first["name"]], labels={"name": "tigera-operator"}))
+    if c.get("objects", {}).get("installation") and not cal.get("bad"):
+        for n in nodes:
+            sfx = hashlib.sha1(n["name"].encode()).hexdigest()[:5]
+            pods.append(_sim_pod("calico-system", f"calico-node-{sfx}", n, running=cal["ok"],
+                                 ready=cal["ok"] and ready[n["name"]], labels={"k8s-app": "calico-node"},
+                                 waiting="PodInitializing"))
+    import gpuop
+    if gpuop.release(c) is not None:
+        pods += [p for p, _, _ in gpuop.operand_pods(c)]
+    import nodeops   # controllers (ownerReferences) and the pods tests applied (nodeops.py)
+    return nodeops.with_owners(pods) + nodeops.workload_pods(c)
+
+
 def _kubectl(c: dict, rest: list[str], ns: str, output: str | None) -> int:
     if not rest:
         raise Exit(1, "kubectl controls the Kubernetes cluster manager.")
@@ -2993,9 +3320,14 @@ def _kubectl(c: dict, rest: list[str], ns: str, output: str | None) -> int:
     rc = gpuop.kubectl_hook(c, rest, ns, output)
     if rc is not None:
         return rc
+    import nodeops   # cordon, drain (PDBs), delete node, pods, PDBs, RBAC reads (nodeops.py)
+    rc = nodeops.kubectl_hook(c, rest, ns, output)
+    if rc is not None:
+        return rc
     if verb in ("apply", "create"):
         rc = kubectl_apply(c, verb, rest, flags)
         gpuop.record_applied(c, [rest[j + 1] for j, a in enumerate(rest) if a in ("-f", "--filename") and j + 1 < len(rest)])
+        nodeops.record_applied(c, [rest[j + 1] for j, a in enumerate(rest) if a in ("-f", "--filename") and j + 1 < len(rest)])
         return rc
     if verb == "get":
         if not words:
@@ -3006,7 +3338,9 @@ def _kubectl(c: dict, rest: list[str], ns: str, output: str | None) -> int:
                 raise Exit(1, "error: arguments in resource/name form must have a single resource and name")
             if output != "json":
                 raise Exit(1, "error: the gpuk8s lab kubectl simulates several types with -o json only")
-            items = [x for k in kind.split(",") for x in _list_items(c, k)]
+            # -A/--all-namespaces: namespaced types from every namespace (ns None below)
+            lns = None if ("-A" in flags or "--all-namespaces" in flags) else ns
+            items = [x for k in kind.split(",") for x in _list_items(c, k, lns)]
             out(json.dumps({"apiVersion": "v1", "kind": "List", "items": items,
                             "metadata": {"resourceVersion": ""}}, indent=4))
             return 0
@@ -3174,6 +3508,16 @@ def main(argv: list[str]) -> int:
         if tool == "helm":
             import gpuop   # helm's release commands (gpuop.py)
             return gpuop.helm(args)
+        if tool == "netfilter":
+            import nodeops   # iptables-save/-restore, nft, ipvsadm (nodeops.py)
+            return nodeops.netfilter(args)
+        if tool == "kube-vip-daemon":
+            import kubevip   # the kube-vip static pod's process (kubevip.py)
+            return kubevip.daemon(args)
+        if tool == "kube-vip-ensure":
+            import kubevip
+            kubevip.ensure_running()
+            return 0
         return TOOLS[tool](args)
     except Exit as e:
         sys.stdout.flush()
