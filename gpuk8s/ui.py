@@ -203,22 +203,20 @@ def render_plan(plan, console: Console | None = None) -> None:
                             border_style="yellow"))
 
 
-def render_up(report, console: Console | None = None) -> None:
-    """Per-phase durations and the outcome."""
-    console = console or out_console()
-    table = Table(title="gpuk8s up" + (" (dry run)" if report.dry_run else ""), title_justify="left",
-                  header_style="bold")
-    table.add_column("phase")
-    table.add_column("result")
-    table.add_column("seconds", justify="right")
+def render_phases(report, command: str, console: Console) -> bool:
+    """What `up` and `join` print first: the phase table, the GPU nodes, a dry run's plan, the
+    failed hosts and the error; False when the run failed (the caller prints no outcome)."""
+    table = Table(title=f"gpuk8s {command}" + (" (dry run)" if report.dry_run else ""),
+                  title_justify="left", header_style="bold")
+    for col, justify in (("phase", "left"), ("result", "left"), ("seconds", "right")):
+        table.add_column(col, justify=justify)
     for p in report.phases:
         if p.error:
             res = Text("failed", style="bold red")
         elif p.skipped:
             res = Text("not needed", style="dim")
         elif p.changes:
-            verb = "would change" if report.dry_run else "changed"
-            res = Text(f"{verb} {len(p.changes)}", style="yellow")
+            res = Text(f"{'would change' if report.dry_run else 'changed'} {len(p.changes)}", style="yellow")
         else:
             res = Text("unchanged", style="green")
         table.add_row(_safe(p.name), res, f"{p.seconds:.1f}")
@@ -232,7 +230,14 @@ def render_up(report, console: Console | None = None) -> None:
         console.print(Text(f"failed: {printable(report.error, lines=True)}", style="bold red"))
         if report.log_path:
             console.print(Text(f"full log (secrets redacted): {printable(report.log_path)}"))
-    elif not report.dry_run:
+        return False
+    return True
+
+
+def render_up(report, console: Console | None = None) -> None:
+    """Per-phase durations and the outcome."""
+    console = console or out_console()
+    if render_phases(report, "up", console) and not report.dry_run:
         if report.failed_hosts:
             console.print(Text(f"cluster up except {printable(', '.join(report.failed_hosts))}: fix "
                                f"{'it' if len(report.failed_hosts) == 1 else 'them'} and run "
@@ -319,31 +324,7 @@ def render_join(report, console: Console | None = None) -> None:
     console = console or out_console()
     for name in report.already_nodes:
         console.print(Text(printable(f"= {name}: already a node (left alone)"), style="dim"))
-    table = Table(title="gpuk8s join" + (" (dry run)" if report.dry_run else ""), title_justify="left",
-                  header_style="bold")
-    for col, justify in (("phase", "left"), ("result", "left"), ("seconds", "right")):
-        table.add_column(col, justify=justify)
-    for p in report.phases:
-        if p.error:
-            res = Text("failed", style="bold red")
-        elif p.skipped:
-            res = Text("not needed", style="dim")
-        elif p.changes:
-            res = Text(f"{'would change' if report.dry_run else 'changed'} {len(p.changes)}", style="yellow")
-        else:
-            res = Text("unchanged", style="green")
-        table.add_row(_safe(p.name), res, f"{p.seconds:.1f}")
-    console.print(table)
-    render_gpu_nodes(getattr(report, "gpu_nodes", None) or [], console)
-    if report.dry_run:
-        render_plan(report.plan, console)
-    for name, why in report.failed_hosts.items():
-        console.print(Text(printable(f"✗ {name}: {why}"), style="bold red"))
-    if report.error:
-        console.print(Text(f"failed: {printable(report.error, lines=True)}", style="bold red"))
-        if report.log_path:
-            console.print(Text(f"full log (secrets redacted): {printable(report.log_path)}"))
-    elif not report.dry_run:
+    if render_phases(report, "join", console) and not report.dry_run:
         if report.failed_hosts:
             console.print(Text(f"joined except {printable(', '.join(report.failed_hosts))}: fix "
                                "and run `gpuk8s join` again", style="bold red"))

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Callable, Iterable
 
-from gpuk8s.errors import UsageError
+from gpuk8s.errors import ActionFailed, UsageError
 from gpuk8s.gate import Gate
 from gpuk8s.host import Host
 from gpuk8s.inventory import Inventory
-from gpuk8s.phases.base import Context, Phase, PhaseResult, RunOptions, run_phases
+from gpuk8s.phases.base import Context, Phase, PhaseAborted, PhaseResult, RunOptions, run_phases
 from gpuk8s.runlog import RunLog
 
 
@@ -43,3 +43,24 @@ def only_hosts(inventory: Inventory, names: Iterable[str]) -> Inventory:
     if unknown:
         raise UsageError(f"--host: no such host in {inventory.path}: {', '.join(unknown)}")
     return replace(inventory, hosts=tuple(h for h in inventory.hosts if h.name in names))
+
+
+def run_reported(ctx: Context, phases: list[Phase], report: Any, *, before_changes: Iterable[str],
+                 fill: Callable[[Any, Context], None],
+                 on_phase: Callable[[str, PhaseResult | None], None] | None = None) -> Any:
+    """Run a changing action's phases into `report` (its `phases`, `error`, and what `fill` adds).
+
+    A failure in one of `before_changes` (nothing was changed yet) is raised as itself; a later
+    one fills the report and raises ActionFailed carrying it, so the command can show what was
+    done before the failure."""
+    try:
+        report.phases = run(ctx, phases, on_phase)
+    except PhaseAborted as e:
+        if any(r.error for r in e.results if r.name in set(before_changes)):
+            raise e.cause from None
+        report.phases = e.results
+        report.error = ctx.log.redact(str(e.cause))
+        fill(report, ctx)
+        raise ActionFailed(report, e.cause, report.error) from None
+    fill(report, ctx)
+    return report

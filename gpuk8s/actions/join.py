@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from gpuk8s.actions.base import new_context, run
-from gpuk8s.errors import ActionFailed, UsageError
+from gpuk8s.actions.base import new_context, run_reported
+from gpuk8s.errors import UsageError
 from gpuk8s.gate import Plan
 from gpuk8s.inventory import Inventory
-from gpuk8s.phases.base import Phase, PhaseAborted, PhaseResult, RunOptions
+from gpuk8s.phases.base import Phase, PhaseResult, RunOptions
 from gpuk8s.phases.cluster import ApplyNodeMetadata, JoinControlPlanes, JoinWorkers, WaitNodesReady
 from gpuk8s.phases.gpu import LabelGPUNodes, SmokeTestGPUs, WaitGPUOperator
 from gpuk8s.phases.join import FindJoiningHosts, JoinPreflightChecks, RequireGPUOperator
@@ -103,17 +103,8 @@ def run_join(inventory: Inventory, options: RunOptions, *, log: RunLog, hosts: I
     ctx = new_context(inv, options, log, open_transport=open_transport,
                       secrets=secrets or ClusterSecrets.generate(), progress=progress)
     report = JoinReport([], ctx.gate.plan, None, log_path=log.path, dry_run=options.dry_run)
-    try:
-        report.phases = run(ctx, phases(inventory.cluster.name), on_phase)
-    except PhaseAborted as e:
-        if any(r.error for r in e.results if r.name in _BEFORE_CHANGES):
-            raise e.cause from None
-        report.phases = e.results
-        report.error = log.redact(str(e.cause))
-        _fill(report, ctx)
-        raise ActionFailed(report, e.cause, report.error) from None
-    _fill(report, ctx)
-    return report
+    return run_reported(ctx, phases(inventory.cluster.name), report, before_changes=_BEFORE_CHANGES,
+                        fill=_fill, on_phase=on_phase)
 
 
 def _fill(report: JoinReport, ctx: Any) -> None:

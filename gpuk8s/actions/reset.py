@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from gpuk8s.actions.base import new_context, run
-from gpuk8s.errors import ActionFailed, UsageError
+from gpuk8s.actions.base import new_context, run_reported
+from gpuk8s.errors import UsageError
 from gpuk8s.gate import Plan
 from gpuk8s.inventory import Inventory
-from gpuk8s.phases.base import Phase, PhaseAborted, PhaseResult, RunOptions
+from gpuk8s.phases.base import Phase, PhaseResult, RunOptions
 from gpuk8s.phases.preflight import Connect, GatherFacts
 from gpuk8s.phases.reset import (CleanupHosts, DeleteNodes, DrainNodes, KubeadmReset, PlanReset,
                                  ResetRequest)
@@ -55,14 +55,9 @@ def run_reset(inventory: Inventory, request: ResetRequest, options: RunOptions, 
         raise UsageError("--all resets every host: do not combine it with --host")
     ctx = new_context(inventory, options, log, open_transport=open_transport, progress=progress)
     report = ResetReport(request, [], ctx.gate.plan, options.dry_run, log.path)
-    try:
-        report.phases = run(ctx, phases(request), on_phase)
-    except PhaseAborted as e:
-        if any(r.error for r in e.results if r.name in _BEFORE_CHANGES):
-            raise e.cause from None
-        report.phases = e.results
-        report.error = log.redact(str(e.cause))
-        report.failed_hosts = dict(ctx.failed_hosts)
-        raise ActionFailed(report, e.cause, report.error) from None
+    return run_reported(ctx, phases(request), report, before_changes=_BEFORE_CHANGES, fill=_fill,
+                        on_phase=on_phase)
+
+
+def _fill(report: ResetReport, ctx: Any) -> None:
     report.failed_hosts = dict(ctx.failed_hosts)
-    return report

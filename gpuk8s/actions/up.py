@@ -6,11 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from gpuk8s.actions.base import new_context, run
-from gpuk8s.errors import ActionFailed
+from gpuk8s.actions.base import new_context, run_reported
 from gpuk8s.gate import Plan
 from gpuk8s.inventory import Inventory
-from gpuk8s.phases.base import Phase, PhaseAborted, PhaseResult, RunOptions
+from gpuk8s.phases.base import Phase, PhaseResult, RunOptions
 from gpuk8s.phases.cluster import (ApplyNodeMetadata, InitControlPlane, InstallCalico,
                                    JoinControlPlanes, JoinWorkers, WaitNodesReady)
 from gpuk8s.phases.gpu import (InstallGPUOperator, InstallHelm, LabelGPUNodes, SmokeTestGPUs,
@@ -108,17 +107,8 @@ def run_up(inventory: Inventory, options: RunOptions, *, log: RunLog,
                       secrets=secrets or ClusterSecrets.generate(), progress=progress)
     report = UpReport([], ctx.gate.plan, None, kubeconfig=kubeconfig, log_path=log.path,
                       dry_run=options.dry_run)
-    try:
-        report.phases = run(ctx, phases(kubeconfig), on_phase)
-    except PhaseAborted as e:
-        if any(r.error for r in e.results if r.name in _BEFORE_CHANGES):
-            raise e.cause from None
-        report.phases = e.results
-        report.error = log.redact(str(e.cause))
-        _fill(report, ctx)
-        raise ActionFailed(report, e.cause, report.error) from None
-    _fill(report, ctx)
-    return report
+    return run_reported(ctx, phases(kubeconfig), report, before_changes=_BEFORE_CHANGES, fill=_fill,
+                        on_phase=on_phase)
 
 
 def _fill(report: UpReport, ctx: Any) -> None:

@@ -38,7 +38,7 @@ from gpuk8s.paths import GPUK8S_DIR, KUBELET_CONF
 from gpuk8s.phases.base import Context, Phase, PhaseResult, poll
 from gpuk8s.phases.cluster import _bootstrapped, cluster
 from gpuk8s.render.base import RenderedFile
-from gpuk8s.runner import call_in_thread, wait_thread
+from gpuk8s.runner import call_in_thread, for_each_host, wait_thread
 from gpuk8s.render.gpu import (DEVICE_PLUGIN_CONFIGMAP, LABEL_DEPLOY_DRIVER, SMOKE_PASS_LINE,
                                GPUNode, cuda_smoke_job, device_plugin_config, gpu_node,
                                gpu_node_labels, gpu_operator_namespace, gpu_operator_values,
@@ -222,21 +222,28 @@ def _nfd_running(nodes: dict[str, dict], current: dict | None) -> bool:
 
 
 def label_gpu_nodes(ctx: Context, gnodes: list[GPUNode], nodes: dict[str, dict]) -> int:
-    """Set the labels gpuk8s owns on GPU nodes that are registered; only what differs."""
+    """Set the labels gpuk8s owns on GPU nodes that are registered; only what differs. Nodes that
+    need the same changes get them in one `kubectl label node A B ... K=V` (kubectl label takes
+    several resources before its pairs); returns how many node labels changed."""
     cp = ctx.first_cp
-    count = 0
+    groups: dict[tuple[str, ...], list[str]] = {}
     for gn in gnodes:
         if gn.name not in nodes:
             continue   # not joined yet: LabelGPUNodes labels it after the joins
         have = node_labels(nodes[gn.name])
+        pairs = []
         for key, value in sorted(gpu_node_labels(ctx.inventory, gn).items()):
             if value is None and key in have:
-                cp.change(f"unlabel node {gn.name} {key}", kubectl("label", "node", gn.name, f"{key}-"))
-                count += 1
+                pairs.append(f"{key}-")
             elif value is not None and have.get(key) != value:
-                cp.change(f"label node {gn.name} {key}={value}",
-                          kubectl("label", "node", gn.name, f"{key}={value}", "--overwrite"))
-                count += 1
+                pairs.append(f"{key}={value}")
+        if pairs:
+            groups.setdefault(tuple(pairs), []).append(gn.name)
+    count = 0
+    for pairs, names in groups.items():
+        cp.change(f"label node{'s' if len(names) > 1 else ''} {', '.join(names)}: {' '.join(pairs)}",
+                  kubectl("label", "node", *names, *pairs, "--overwrite"))
+        count += len(names) * len(pairs)
     return count
 
 
@@ -663,6 +670,7 @@ class SmokeTestGPUs(GPUPhase):
             return PhaseResult(self.title, notes=["nothing changed: smoke tests not rerun"])
         failures: dict[str, str] = {}
         jobs: dict[str, GPUNode] = {}
+        paths: list[str] = []
         if not ctx.dry_run:
             nodes = self._wait_allocatable(ctx, todo, nodes)
             for g in gnodes:
@@ -681,13 +689,18 @@ class SmokeTestGPUs(GPUPhase):
                 continue
             job = cuda_smoke_job(inv, ctx.release, g, gpus=expected or None)
             path = f"{SMOKE_DIR}/{g.name}.yaml"
-            name = smoke_job_name(g.name)
             cp.put_file(RenderedFile(path, job.content, host=cp.name), f"write {path}")
-            cp.change(f"start the CUDA smoke Job on {g.name}",
-                      kubectl("delete", "job", name, "-n", NS, "--ignore-not-found").then(
-                          "&&", kubectl("apply", "-f", path)))
-            self.created.append(name)
-            jobs[name] = g
+            jobs[smoke_job_name(g.name)] = g
+            paths.append(path)
+        if jobs:
+            # every Job in one call (a Job's spec.template is immutable: a previous run's Job of
+            # the same name is deleted first), so 20 GPU nodes cost one kubectl call, not 20
+            names = list(jobs)
+            self.created.extend(names)
+            cp.change(f"start the CUDA smoke Job{'s' if len(names) > 1 else ''} on "
+                      f"{', '.join(g.name for g in jobs.values())}",
+                      kubectl("delete", "job", *names, "-n", NS, "--ignore-not-found").then(
+                          "&&", kubectl("apply", *(a for path in paths for a in ("-f", path)))))
         if not ctx.dry_run and jobs:
             self._wait(ctx, jobs, failures)
         for n, why in failures.items():
@@ -733,13 +746,17 @@ class SmokeTestGPUs(GPUPhase):
         def finished() -> bool:
             items = {(j.get("metadata") or {}).get("name"): j
                      for j in list_objects(cp, "jobs", NS, "-l", SMOKE_LABEL)}
-            for name in list(pending):
-                done = _job_done(items.get(name) or {})
-                if done is None:
-                    continue
+            ended = {n: d for n in pending if (d := _job_done(items.get(n) or {})) is not None}
+            # the ended Jobs' logs at once (sessions of the one connection), not one after another
+            logs = for_each_host(list(ended), lambda n: cp.read(
+                kubectl("logs", "-n", NS, f"job/{n}", "--tail", "200"), check=False),
+                name=str, parallel=min(8, ctx.options.parallel), stop=ctx.gate.interrupted)
+            for name, done in ended.items():
                 g = pending.pop(name)
-                log = cp.read(kubectl("logs", "-n", NS, f"job/{name}", "--tail", "200"), check=False)
-                text = log.stdout or log.stderr
+                outcome = logs[name]
+                if not outcome.ok:
+                    raise outcome.error
+                text = outcome.value.stdout or outcome.value.stderr
                 expected, mig = expected_devices(g)
                 ok, why = smoke_verdict(text, expected, mig)
                 if not ok or not done:

@@ -457,6 +457,43 @@ def test_containerd_config_versions_accepted_per_release(ctrd):
         _restart_with(ctrd, "c-234", v3)
 
 
+def test_containerd_dump_memo_never_outlives_a_change_of_its_inputs(ctrd):
+    """sim/containerd answers a repeated `config dump` from labsim's memo only while the version,
+    the defaults, config.toml and every file its imports' globs match are unchanged: an edited,
+    added or removed drop-in is seen at once (the memo only saves the simulator's start-up)."""
+    h = "c-227"
+    base = containerd_config("2.2.7", sandbox_image="registry.k8s.io/pause:3.10.1")
+    root = base.replace("imports = []", "imports = ['/etc/containerd/conf.d/*.toml']")
+    assert "conf.d" in root
+    toolkit = ("version = 3\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.nvidia]\n"
+               "  runtime_type = 'io.containerd.runc.v2'\n")
+    site = "version = 3\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.site]\n" \
+           "  runtime_type = 'io.containerd.runc.v2'\n"
+
+    def runtimes() -> set[str]:
+        dump = tomllib.loads(sh(ctrd, h, "containerd config dump").stdout)
+        return set(dump["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"])
+
+    try:
+        assert _restart_with(ctrd, h, root).returncode == 0
+        ctrd.write_file(h, "/etc/containerd/conf.d/99-nvidia.toml", toolkit)
+        assert "nvidia" in runtimes() and "nvidia" in runtimes()   # computed, then from the memo
+        assert ctrd.exec(h, "test -s /etc/gpuk8s-lab/containerd/dump-memo/key").returncode == 0
+        ctrd.write_file(h, "/etc/containerd/conf.d/50-site.toml", site)          # a file added
+        assert {"nvidia", "site"} <= runtimes()
+        ctrd.write_file(h, "/etc/containerd/conf.d/50-site.toml", site.replace("site]", "other]"))
+        got = runtimes()                                                          # a file edited
+        assert "other" in got and "site" not in got
+        sh(ctrd, h, "rm -f /etc/containerd/conf.d/50-site.toml /etc/containerd/conf.d/99-nvidia.toml")
+        assert not {"nvidia", "other"} & runtimes()                              # files removed
+        assert _restart_with(ctrd, h, root.replace("pause:3.10.1", "pause:3.9")).returncode == 0
+        dump = tomllib.loads(sh(ctrd, h, "containerd config dump").stdout)        # config.toml edited
+        assert dump["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"].endswith("pause:3.9")
+    finally:
+        sh(ctrd, h, "rm -f /etc/containerd/conf.d/50-site.toml /etc/containerd/conf.d/99-nvidia.toml")
+        _restart_with(ctrd, h, base)
+
+
 def test_containerd_systemd_cgroup_of_the_wrong_type_where_the_default_omits_it(ctrd):
     """runc's SystemdCgroup is a bool (api/types/runc/options/oci.proto) also in a release whose
     default does not print it: a string there still leaves CRI unloaded."""
@@ -1273,3 +1310,19 @@ def test_systemd_marker_and_systemctl_show(pkgdb):
     assert "ActiveState=active" in r.stdout and "UnitFileState=enabled" in r.stdout
     r = sh(pkgdb, "deb-1", "systemctl show nosuch")
     assert "LoadState=not-found" in r.stdout
+
+
+def test_kubectl_label_takes_several_nodes_then_pairs(kc):
+    """kubectl label: resources first, then KEY=VAL / KEY- (pkg/cmd/label/label.go
+    GetResourcesAndPairs); a missing node is NotFound; a resource after a pair is refused."""
+    r = _kubectl(kc, "label node k-cp k-nope gpuk8s.test/a=1 --overwrite")
+    assert r.returncode == 1 and 'nodes "k-nope" not found' in r.stderr
+    r = _kubectl(kc, "label node k-cp gpuk8s.test/a=1 k-cp")
+    assert r.returncode == 1 and "all resources must be specified before label changes" in r.stderr
+    r = _kubectl(kc, "label node k-cp gpuk8s.test/a=1 gpuk8s.test/b=2 --overwrite")
+    assert r.returncode == 0 and r.stdout.strip() == "node/k-cp labeled", r
+    labels = json.loads(_kubectl(kc, "get nodes k-cp -o json").stdout)["metadata"]["labels"]
+    assert labels["gpuk8s.test/a"] == "1" and labels["gpuk8s.test/b"] == "2"
+    assert _kubectl(kc, "label node k-cp gpuk8s.test/a- gpuk8s.test/b-").returncode == 0
+    labels = json.loads(_kubectl(kc, "get nodes k-cp -o json").stdout)["metadata"]["labels"]
+    assert "gpuk8s.test/a" not in labels and "gpuk8s.test/b" not in labels

@@ -423,10 +423,16 @@ class FakeHost:
         return 0, "", ""
 
     def _kubectl_label(self, rendered: str, stdin) -> tuple[int, str, str]:
-        words = rendered.split()
-        node, kv = words[words.index("node") + 1], words[words.index("node") + 2]
-        key, _, value = kv.partition("=")
-        self.cluster.labels.setdefault(node, {})[key] = value
+        """`kubectl label node A [B ...] K=V [K2-] ...`: resources first, then the pairs."""
+        words = [w for w in rendered.split()[rendered.split().index("node") + 1:] if not w.startswith("--")]
+        names = [w for w in words if "=" not in w and not w.endswith("-")]
+        for node in names:
+            for kv in words[len(names):]:
+                if kv.endswith("-"):
+                    self.cluster.labels.setdefault(node, {}).pop(kv[:-1], None)
+                else:
+                    key, _, value = kv.partition("=")
+                    self.cluster.labels.setdefault(node, {})[key] = value
         return 0, "", ""
 
 

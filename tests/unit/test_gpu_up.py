@@ -238,9 +238,10 @@ class GPUHost(fake.FakeHost):
 
     def _delete_job(self, r, s):
         self.cluster.jobs = [j for j in self.cluster.jobs if j not in r.split()]
-        if " apply -f " in r:
-            path = r.split(" apply -f ", 1)[1].split()[0]
-            self.cluster.jobs.append(yaml.safe_load(self.files[path])["metadata"]["name"])
+        if " apply -f " in r:   # kubectl apply -f A -f B ...
+            words = r.split(" apply ", 1)[1].split()
+            for path in (words[i + 1] for i, w in enumerate(words) if w == "-f"):
+                self.cluster.jobs.append(yaml.safe_load(self.files[path])["metadata"]["name"])
         return 0, "", ""
 
     def _job_pods(self, r, s):

@@ -971,9 +971,10 @@ def kubectl_hook(c: dict, rest: list[str], ns: str, output: str | None) -> int |
                 raise Exit(1, f'Error from server (NotFound): jobs.batch "{name}" not found')
         return 0
     if verb == "apply" and labsim._flag_value(rest, "-f"):
-        f = labsim._flag_value(rest, "-f")
+        # `-f` may be repeated (kubectl apply: "-f, --filename=[]"), each file's objects in order
+        files = [rest[j + 1] for j, a in enumerate(rest) if a in ("-f", "--filename") and j + 1 < len(rest)]
         try:
-            docs = [d for d in labsim.yaml.safe_load_all(Path(f).read_text()) if isinstance(d, dict)]
+            docs = [d for f in files for d in labsim.yaml.safe_load_all(Path(f).read_text()) if isinstance(d, dict)]
         except (OSError, labsim.yaml.YAMLError):
             return None
         if docs and all((d.get("apiVersion"), d.get("kind")) == ("batch/v1", "Job") for d in docs):

@@ -1064,13 +1064,39 @@ def containerd_dump() -> int:
         return 0
     dumped = _merged(tomllib.loads(default), data)
     dumped["version"] = _containerd_config_version()
+    patterns: list[str] = []
     if data.get("imports"):   # drop-ins (the GPU Operator's toolkit writes one): gpuop.py
         import gpuop
         gpuop.sync_node()
+        if not Path(gpuop.DROP_IN).exists():
+            patterns = None   # type: ignore[assignment]  # the toolkit may still write it: no memo
         root_version = tomllib.loads(CONTAINERD_CONFIG.read_text()).get("version", 0)
         dumped = gpuop.containerd_imports(dumped, root_version if isinstance(root_version, int) else 0)
-    out(importlib.import_module("tomli_w").dumps(dumped))
+        if patterns is not None:
+            patterns = [x if os.path.isabs(x) else os.path.join(str(CONTAINERD_CONFIG.parent), x)
+                        for x in data.get("imports") or [] if isinstance(x, str)]
+    text = importlib.import_module("tomli_w").dumps(dumped)
+    if patterns is not None and all("\n" not in x and " " not in x for x in patterns):
+        _memo_dump(patterns, text)
+    out(text)
     return 0
+
+
+DUMP_MEMO = STATE / "containerd" / "dump-memo"
+
+
+def _memo_dump(patterns: list[str], text: str) -> None:
+    """Remember this dump with what it was computed from, for the sh wrapper (sim/containerd) to
+    print again while none of it changed: the dump is a function of the binary's version, its
+    defaults, config.toml and the files its `imports` globs match now (containerd v2.1.4
+    cmd/containerd/server/config/config.go LoadConfig reads nothing else). The wrapper recomputes
+    the key (cksum over those files and the glob matches) on every call, so an edited, added or
+    removed file is a miss and comes here again. It saves this simulator's Python start-up, which
+    costs more than the real Go binary's `config dump`."""
+    DUMP_MEMO.mkdir(parents=True, exist_ok=True)
+    (DUMP_MEMO / "patterns").write_text("".join(x + "\n" for x in patterns))
+    (DUMP_MEMO / "out").write_text(text)
+    (DUMP_MEMO / "key").unlink(missing_ok=True)   # the wrapper writes the key it computes
 
 
 def _journal(unit: str, line: str) -> None:
@@ -3438,6 +3464,23 @@ def _kubectl(c: dict, rest: list[str], ns: str, output: str | None) -> int:
             out(_table([hdr] + [p[:len(hdr)] for p in pods]))
             return 0
         raise Exit(1, f"error: the server doesn't have a resource type \"{words[0]}\"")
+    if verb == "label" and len(words) >= 3 and words[0] in ("node", "nodes", "no"):
+        # Several nodes in one call: kubectl label's args are resources, then KEY=VAL / KEY- pairs
+        # (kubectl pkg/cmd/label/label.go, GetResourcesAndPairs; one "node/NAME labeled" line per
+        # object). Every name must exist here (stricter than kubectl, which labels the others).
+        names = [w for w in words[1:] if "=" not in w and not w.endswith("-")]
+        pairs = words[1 + len(names):]
+        if not pairs or any("=" not in w and not w.endswith("-") for w in pairs):
+            raise Exit(1, "error: all resources must be specified before label changes: "
+                          + " ".join(words[1:]))
+        missing = [n for n in names if n not in c.get("nodes", {})]
+        if missing:
+            raise Exit(1, f"Error from server (NotFound): nodes \"{missing[0]}\" not found")
+        if len(names) > 1:
+            rc = 0
+            for n in names:
+                rc = _kubectl(c, ["label", "node", n, *pairs, *flags], ns, output) or rc
+            return rc
     if verb in ("label", "taint"):
         if len(words) < 3 or words[0] not in ("node", "nodes", "no"):
             raise Exit(1, f"error: the gpuk8s lab kubectl simulates `{verb} node NAME ...` only")
