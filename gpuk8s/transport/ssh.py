@@ -452,8 +452,14 @@ class SSHTransport:
                 chan.exec_command(Cmd("sh", "-c", _REPORT_PGID_NO_STDIN, "gpuk8s-run", full).render())
             else:
                 chan.exec_command(Cmd("sh", "-c", _REPORT_PGID, "gpuk8s-run", full).render())
-                chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
-                chan.shutdown_write()
+                try:
+                    chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
+                    chan.shutdown_write()
+                except OSError:   # socket.timeout (a frozen peer) included: handled below
+                    if not (chan.closed or chan.exit_status_ready()):
+                        raise
+                    # the command ended before it took all of its input (`sudo -n` refusing at
+                    # once): its exit status and stderr, read next, say why
             out, err = self._drain(chan, tr, deadline, limit, cmd)
             status = chan.recv_exit_status()
         except TransportError:

@@ -51,7 +51,7 @@ REPO = HERE.parent.parent
 PROBE_SCRIPT = REPO / "gpuk8s" / "facts" / "probe.sh"
 
 LAB_DIR_PREFIX = "gpuk8s-lab-"
-IFACE_PREFIX = "gl"                  # gl<owner pid, 6 hex><lab counter, 1 hex>{b | v<n>}
+IFACE_PREFIX = "gl"                  # gl<owner pid, 6 hex><lab counter, 2 hex>{b | v<n>} (<= 15 chars)
 HOLDER_TAG = "gpuk8s-lab-holder:"
 IN_HOST_LAB_DIR = "/run/gpuk8s-lab"  # where a host sees the lab directory
 LOCK_FILE = "/tmp/gpuk8s-lab.lock"
@@ -145,7 +145,7 @@ def check_prerequisites() -> None:
 
 
 def _owner_of_iface(name: str) -> int | None:
-    m = re.match(rf"^{IFACE_PREFIX}([0-9a-f]{{6}})[0-9a-f](b|v\d+)$", name)
+    m = re.match(rf"^{IFACE_PREFIX}([0-9a-f]{{6}})[0-9a-f]{{2}}(b|v\d+)$", name)
     return int(m.group(1), 16) if m else None
 
 
@@ -266,9 +266,11 @@ class Lab:
         self._closed = False
         self._supervisor: subprocess.Popen | None = None
         self.timings: dict[str, float] = {}
-        n = _lab_counter % 16
+        # 256 labs per process before a name comes back (a session-scoped factory keeps labs
+        # open; 16 were not enough once a test worker made more than 16 labs)
+        n = _lab_counter % 256
         _lab_counter += 1
-        self.tag = f"{os.getpid():06x}{n:x}"
+        self.tag = f"{os.getpid():06x}{n:02x}"
         self.bridge = f"{IFACE_PREFIX}{self.tag}b"
         self.dir = Path(tempfile.mkdtemp(prefix=f"{LAB_DIR_PREFIX}{os.getpid()}-{n}-"))
         os.chmod(self.dir, 0o755)
