@@ -350,7 +350,7 @@ def test_added_hosts_other_port_and_no_sshd(lab3: Lab) -> None:
 
 def test_leftovers_of_crashed_runs_are_removed(lab_factory) -> None:
     dead = 0xFFFFF0                     # above any pid_max: an owner that is surely gone
-    bridge = f"{IFACE_PREFIX}{dead:06x}0b"
+    bridge = f"{IFACE_PREFIX}{dead:06x}00b"
     subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
     stale = Path(f"/tmp/{LAB_DIR_PREFIX}{dead}-0-stale")
     stale.mkdir()

@@ -130,6 +130,8 @@ STEPS = [
     ("middle of kubeadm init", "] change: kubeadm init", "slow-init"),
     ("boundary: init", "phase init first control plane:", "fast"),
     ("middle of Calico", "] change: apply the Calico Installation", "calico-slow"),
+    # (w-1's join held back as well: the run after Calico is otherwise over within a second, less
+    # than a loaded CI machine may take to deliver the signal)
     ("boundary: install Calico", "phase install Calico:", "calico-fast"),
     ("boundary: join control planes", "phase join control planes:", None),
     ("middle of a join", "] change: kubeadm join", "slow-join"),
@@ -161,6 +163,7 @@ def test_sigint_at_every_point_of_up_exits_130_promptly_and_leaves_nothing(lab_f
             lab.exec("cp-1", f"touch {SLOW_FLAG}-kubectl")
         elif setup == "calico-fast":
             lab.exec("cp-1", "rm -f /etc/gpuk8s-lab/calico_delay")
+            lab.exec("w-1", f"touch {SLOW_FLAG}")
         log = tmp_path / f"run-{i}.log"
         p = start_up(inv, tmp_path, log)
         reached = wait_for_log(p, log, needle)
