@@ -347,6 +347,7 @@ def verify(
                                    "reachable control plane, with its admin.conf]."),
     accept_new_host_keys: bool = AcceptNewKeysOpt,
     parallel: int = ParallelOpt,
+    log_file: Optional[Path] = typer.Option(None, "--log-file", help="Run log (secrets redacted)."),
     debug: bool = DebugOpt,
 ) -> None:
     """Prove a running cluster is healthy: host checks, cluster checks, CUDA smoke Jobs.
@@ -354,20 +355,23 @@ def verify(
     Read-only except the smoke Jobs, which it deletes. Exit codes: 0 nothing failed, 1 failed
     checks, 3 bad inventory, 4 unreachable hosts (docs/verify.md).
     """
-    with _boundary(debug):
+    with _boundary(debug) as run:
         from gpuk8s.actions.base import only_hosts
         from gpuk8s.actions.verify import run_verify
         from gpuk8s.phases.base import RunOptions
+        from gpuk8s.runlog import RunLog
 
         full = _load(inventory)
         inv = only_hosts(full, host) if host else full
         if kubeconfig is not None and not kubeconfig.is_file():
             raise UsageError(f"--kubeconfig: no such file: {kubeconfig}")
+        run.log = log = RunLog(log_file or RunLog.default_path(full.cluster.name, "verify"))
         quiet = json_out and not sys.stderr.isatty()   # CI and scripts: Rich is never imported
         progress = None if quiet else _ui().HostProgress()
         report = run_verify(inv, RunOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel),
                             full=full, smoke=not no_smoke,
-                            kubeconfig=str(kubeconfig.resolve()) if kubeconfig else None, progress=progress)
+                            kubeconfig=str(kubeconfig.resolve()) if kubeconfig else None, progress=progress,
+                            log=log)
         if junit is not None:
             from gpuk8s.junit import write_junit
 

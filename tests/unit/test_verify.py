@@ -565,3 +565,21 @@ def test_smoke_jobs_only_where_they_can_pass_and_nothing_applied_otherwise():
     assert [c for h, c, _, _ in calls if c.startswith("kubectl ")] == [
         "kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes,pods,tigerastatuses.operator.tigera.io,"
         "clusterpolicies.nvidia.com -A -o json"]
+
+
+def test_cli_verify_writes_its_run_log_where_asked(monkeypatch, tmp_path):
+    """`verify --log-file FILE`, as up, join and reset: the action logs into that file."""
+    inv = inventory("cp-1", "gpu-1")
+    seen = {}
+
+    def fake_run(inventory, options, **kw):
+        kw["log"].write("cp-1", "$ kubectl get nodes -> 0")
+        seen["path"] = kw["log"].path
+        return _report()
+
+    monkeypatch.setattr("gpuk8s.cli._load", lambda *a: inv)
+    monkeypatch.setattr("gpuk8s.actions.verify.run_verify", fake_run)
+    log = tmp_path / "verify.log"
+    res = CliRunner().invoke(cli.app, ["verify", "-i", "x.yaml", "--json", "--log-file", str(log)])
+    assert res.exit_code == EXIT_OK, res.output
+    assert seen["path"] == log and "kubectl get nodes" in log.read_text()
