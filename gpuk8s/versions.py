@@ -107,6 +107,20 @@ GPU_OPERATOR_CHART = "nvidia/gpu-operator"
 GPU_OPERATOR_NAMESPACE = "gpu-operator"
 GPU_OPERATOR_RELEASE_NAME = "gpu-operator"
 GPU_OPERATOR_DEFAULT_DRIVER = "595.91.07"    # driver.version in the v26.7.0 chart's values.yaml
+# The OS tags NVIDIA builds driver container images for (NVIDIA/gpu-driver-container
+# .common-ci.yml @06a208ca, its `.dist-*` DIST values). The operator pulls
+# nvcr.io/nvidia/driver:<version>-<tag>, the tag being the GPU node's os-release ID + VERSION_ID,
+# the major version only for rhel, rocky and ol (gpu-operator v26.7.0 controllers/
+# state_manager.go getGPUNodeOSInfo); any other tag does not exist (ErrImagePull).
+GPU_DRIVER_IMAGE_OS_TAGS = ("ubuntu22.04", "ubuntu24.04", "ubuntu26.04", "rhel8", "rhel9", "rhel10",
+                            "rocky8", "rocky9", "rocky10")
+
+
+def driver_image_os_tag(os_id: str, version_id: str) -> str:
+    """The OS part of the operator's driver image tag for a node's /etc/os-release."""
+    if os_id in ("rhel", "rocky", "ol"):
+        version_id = version_id.split(".")[0]
+    return f"{os_id}{version_id}"
 
 # GPU Operator majors still supported (life-cycle-policy.rst: 26.7.x supported, 26.3.x
 # deprecated = patches only, 25.10.x and lower end of support) -> Kubernetes minors validated

@@ -12,7 +12,8 @@ from gpuk8s.checks.preflight import PREFLIGHT
 from gpuk8s.facts import Facts
 from gpuk8s.facts.gpu import gpu_model
 from gpuk8s.inventory import HostSpec, Inventory
-from gpuk8s.versions import GPU_OPERATOR_DEFAULT_DRIVER, driver_branch
+from gpuk8s.versions import (GPU_DRIVER_IMAGE_OS_TAGS, GPU_OPERATOR_DEFAULT_DRIVER, driver_branch,
+                             driver_image_os_tag)
 
 
 def _host_driver_loaded(facts: Facts) -> bool:
@@ -377,6 +378,29 @@ def check_gpu_os_consistent(ctx: CheckContext) -> CheckResult:
     return CheckResult("gpu-os-consistent", PASS,
                        f"{label}, same as {peers} other GPU node(s)" if peers
                        else f"{label} (the only driver-container GPU node reachable)")
+
+
+@PREFLIGHT.check("gpu-driver-image", "A driver container image exists for the OS",
+                 "The GPU Operator pulls nvcr.io/nvidia/driver:<version>-<os tag>; NVIDIA builds "
+                 "it for a few OS releases only, elsewhere the driver pod never starts "
+                 "(ErrImagePull).")
+def check_gpu_driver_image(ctx: CheckContext) -> CheckResult:
+    skip = _skip_non_gpu(ctx, "gpu-driver-image")
+    if skip:
+        return skip
+    f = ctx.facts
+    if driver_mode(ctx.inventory, f, ctx.host) == "host":
+        return CheckResult("gpu-driver-image", PASS, "uses the host driver: no driver image is pulled")
+    tag = driver_image_os_tag(f.os.id or "", f.os.version_id or "")
+    version = ctx.inventory.gpu_for(ctx.host).driver_version or GPU_OPERATOR_DEFAULT_DRIVER
+    if tag in GPU_DRIVER_IMAGE_OS_TAGS:
+        return CheckResult("gpu-driver-image", PASS, f"nvcr.io/nvidia/driver:{version}-{tag} is published")
+    return CheckResult("gpu-driver-image", FAIL,
+                       f"the GPU Operator would pull nvcr.io/nvidia/driver:{version}-{tag}, which "
+                       f"NVIDIA does not build (driver images exist for "
+                       f"{', '.join(GPU_DRIVER_IMAGE_OS_TAGS)})",
+                       "install one of those OS releases on this node, or pre-install the NVIDIA "
+                       "driver on the host and set `gpu: {driver: host}` for it in the inventory")
 
 
 @PREFLIGHT.check("unattended-upgrades", "Automatic kernel upgrades off",

@@ -18,7 +18,7 @@ PREFLIGHT_ORDER = (
     "containerd-config-version", "containerd-sandbox-image", "kube-tools-version", "helm",
     "cni-config-clean",
     "gpu-present", "nouveau-off", "secure-boot", "nvidia-driver", "gpu-driver-branch", "gpu-mig",
-    "gpu-os-consistent", "unattended-upgrades",
+    "gpu-os-consistent", "gpu-driver-image", "unattended-upgrades",
 )
 
 PREFLIGHT = CheckSet("preflight", PREFLIGHT_ORDER)

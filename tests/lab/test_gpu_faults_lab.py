@@ -140,7 +140,12 @@ def test_cuda_image_newer_than_driver_then_missing_driver_image(oldlab, tmp_path
     # does not publish.
     oldlab.add([HostFixture.bare("gpu-deb", os="debian-12", gpus=[GPU("L4")])])
     inv = oldlab.write_inventory(tmp_path / "inv-2.yaml")
+    # preflight says so before any change (gpu-driver-image) ...
     r = up(inv, tmp_path, *WAIT)
+    assert r.returncode == 1 and "gpu-driver-image" in flat(r), out_of(r)
+    assert "595.91.07-debian12, which NVIDIA does not build" in flat(r), out_of(r)
+    # ... and past it, the rollout's failure is diagnosed with the same cause
+    r = up(inv, tmp_path, *WAIT, "--ignore", "gpu-driver-image")
     assert r.returncode != 0, out_of(r)
     got = blocks(r)
     deb = got.get("gpu-deb", "")

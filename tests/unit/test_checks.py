@@ -392,6 +392,8 @@ CASES: list[tuple[str, str, str, dict]] = [
     ("nouveau-off", "warn", "not blacklisted", K(facts=healthy_facts(nouveau_blacklisted=False))),
     ("secure-boot", "fail", "unsigned", K(facts=healthy_facts(secure_boot=True))),
     ("secure-boot", "warn", "unknown", K(facts=healthy_facts(secure_boot=None))),
+    ("gpu-driver-image", "fail", "driver:595.91.07-debian12, which NVIDIA does not build",
+     K(facts=healthy_facts(os=OSInfo(id="debian", version_id="12", pretty_name="Debian GNU/Linux 12")))),
     ("nvidia-driver", "warn", "nvidia-smi fails",
      K(facts=healthy_facts(nvidia_driver_version="595.91.07", modules=["nvidia", "overlay"],
                            nvidia_smi_ok=False, nvidia_smi_error="Failed to initialize NVML"))),
@@ -924,3 +926,14 @@ def test_gpu_mig_unchanged_where_modes_agree_or_are_unknown():
     # mode unknown (no nvidia-smi): the configured layout is checked as before
     r = result("gpu-mig", healthy_facts(gpus=_h100s((None, None))), inv=_mig_inv("all-1g.10gb"))
     assert r.status == "pass"
+
+
+def test_driver_image_tag_of_rhel_and_rocky_is_the_major_and_host_drivers_need_none():
+    """The operator's tag: ID + VERSION_ID, the major only for rhel/rocky/ol (getGPUNodeOSInfo)."""
+    rocky = healthy_facts(os=OSInfo(id="rocky", version_id="9.4", pretty_name="Rocky Linux 9.4"))
+    r = result("gpu-driver-image", rocky)
+    assert r.status == "pass" and "595.91.07-rocky9" in r.message
+    jammy = healthy_facts(os=OSInfo(id="ubuntu", version_id="20.04", pretty_name="Ubuntu 20.04"))
+    assert result("gpu-driver-image", jammy).status == "fail"
+    r = result("gpu-driver-image", jammy, inv=inventory(driver="host"))
+    assert r.status == "pass" and "host driver" in r.message
