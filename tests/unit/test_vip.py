@@ -433,3 +433,21 @@ def test_a_control_plane_added_by_join_gets_kube_vip_after_its_join(tmp_path):
     assert not report.error and "cp-3" in report.joined
     assert _steps(calls, "cp-3") == ["kubeadm join", f"kube-vip {ADMIN_CONF}"]
     assert _steps(calls, "cp-2") == [] and _steps(calls, "cp-1") == []
+
+
+def test_the_address_map_is_built_once_per_fleet_not_once_per_host(monkeypatch):
+    """endpoint-target asks every host's check which host owns an address: the map is built once
+    for the fleet (it was N x N address parses, most of preflight's client CPU at 50 hosts) and
+    again when a host's addresses change."""
+    from gpuk8s.checks import endpoint
+
+    calls = []
+    real = endpoint._compute_addresses_of
+    monkeypatch.setattr(endpoint, "_compute_addresses_of", lambda i, f: calls.append(1) or real(i, f))
+    inv = load("control_plane_endpoint: k8s.example.com:6443\n")
+    fleet = _fleet(inv, endpoint_addresses=["10.0.0.11"])
+    for h in inv.hosts:
+        _result(inv, h.name, fleet, "endpoint-target")
+    assert len(calls) == 1
+    fleet["cp-2"].addresses.append("172.16.0.12/16")
+    assert classify_endpoint(inv, ["172.16.0.12"], fleet).hosts == ("cp-2",) and len(calls) == 2
