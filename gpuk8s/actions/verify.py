@@ -13,10 +13,10 @@ from typing import Any, Callable
 
 from gpuk8s.actions.base import new_context, run
 from gpuk8s.checks.base import CheckResult
-from gpuk8s.errors import EXIT_CHECKS_FAILED, EXIT_OK, EXIT_UNREACHABLE, TransportError
+from gpuk8s.errors import EXIT_CHECKS_FAILED, EXIT_OK, EXIT_UNREACHABLE
 from gpuk8s.inventory import Inventory
 from gpuk8s.phases.base import Context, Phase, RunOptions
-from gpuk8s.phases.preflight import Connect, GatherFacts, HostReport, _one_line
+from gpuk8s.phases.preflight import Connect, GatherFacts, HostReport, unreachable_report
 from gpuk8s.phases.verify_cluster import StartClusterRead, VerifyCluster
 from gpuk8s.runlog import RunLog
 
@@ -78,10 +78,9 @@ def host_reports(ctx: Context) -> list[HostReport]:
     out = []
     for host in ctx.hosts:
         spec = host.spec
-        if host.error is not None or host.facts is None:
-            e = host.error
-            kind = e.kind if isinstance(e, TransportError) else "error"
-            out.append(HostReport(spec.name, spec.address, False, _one_line(e), kind))
+        down = unreachable_report(host)
+        if down is not None:
+            out.append(down)
             continue
         checks = results.get(spec.name)
         error = host.warning if checks is not None else (host.failed or "the host checks did not run")

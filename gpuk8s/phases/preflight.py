@@ -159,16 +159,25 @@ class RequirePreflight(Phase):
         return PhaseResult(self.title, notes=[f"{h}: ignoring {', '.join(ids)}" for h, ids in ignored.items()])
 
 
+def unreachable_report(host: Host) -> HostReport | None:
+    """The report of a host that could not be connected or probed (None: it was), with the
+    error's kind (refused, auth, hostkey...); preflight's and verify's reports share it."""
+    if host.error is None and host.facts is not None:
+        return None
+    e = host.error
+    kind = e.kind if isinstance(e, TransportError) else "error"
+    return HostReport(host.spec.name, host.spec.address, False, _one_line(e), kind)
+
+
 def check_hosts(ctx: Context) -> PreflightReport:
     """Each host's report: its connection or probe error, or its checked facts."""
     fleet = {h.name: h.facts for h in ctx.hosts if h.error is None and h.facts is not None}
     reports = []
     for host in ctx.hosts:
         spec = host.spec
-        if host.error is not None or host.facts is None:
-            e = host.error
-            kind = e.kind if isinstance(e, TransportError) else "error"
-            reports.append(HostReport(spec.name, spec.address, False, _one_line(e), kind))
+        down = unreachable_report(host)
+        if down is not None:
+            reports.append(down)
             continue
         rep = HostReport(spec.name, spec.address, True, host.warning,
                          "sudo-password" if host.warning else None, host.facts)

@@ -147,13 +147,25 @@ def blockers(pods: list[dict], pdbs: list[dict]) -> list[str]:
     return lines
 
 
-class PlanReset(Phase):
-    """Which nodes go, in what order; refuses what would break the cluster; asks to confirm."""
-
-    title = "plan reset"
+class ResetPhase(Phase):
+    """A phase of `gpuk8s reset`: it works from the run's one ResetRequest."""
 
     def __init__(self, request: ResetRequest):
         self.request = request
+
+
+class NodeObjectPhase(ResetPhase):
+    """A phase that changes Node objects through the API (cordon/drain, delete): not with --all
+    (the whole cluster goes) nor without a control plane to run kubectl on."""
+
+    def applies(self, ctx: Context) -> bool:
+        return not self.request.all and self.request.api is not None
+
+
+class PlanReset(ResetPhase):
+    """Which nodes go, in what order; refuses what would break the cluster; asks to confirm."""
+
+    title = "plan reset"
 
     def run(self, ctx: Context) -> PhaseResult:
         req = self.request
@@ -237,16 +249,10 @@ def _pods_on(api: Host, node: str) -> list[dict] | None:
     return parse_list(res.stdout) if res.exit_status == 0 else None
 
 
-class DrainNodes(Phase):
+class DrainNodes(NodeObjectPhase):
     """Cordon every node that goes, then drain them one at a time (PDBs respected)."""
 
     title = "cordon and drain"
-
-    def __init__(self, request: ResetRequest):
-        self.request = request
-
-    def applies(self, ctx: Context) -> bool:
-        return not self.request.all and self.request.api is not None
 
     def run(self, ctx: Context) -> PhaseResult:
         req = self.request
@@ -291,14 +297,11 @@ def _needs_kubeadm_reset(host: Host) -> bool:
     return host.facts is not None and bool(host.facts.kubernetes_files)
 
 
-class KubeadmReset(Phase):
+class KubeadmReset(ResetPhase):
     """`kubeadm reset -f` where kubeadm left state: workers together, then control planes one at a
     time (the first control plane, and the host kubectl runs on, last)."""
 
     title = "kubeadm reset"
-
-    def __init__(self, request: ResetRequest):
-        self.request = request
 
     def run(self, ctx: Context) -> PhaseResult:
         req = self.request
@@ -330,13 +333,10 @@ class KubeadmReset(Phase):
                 "/etc/kubernetes/pki/etcd/server.key member remove <id>` (`member list` shows the id)")
 
 
-class CleanupHosts(Phase):
+class CleanupHosts(ResetPhase):
     """What kubeadm reset leaves behind (its own output lists it), read first, removed when found."""
 
     title = "clean up after kubeadm reset"
-
-    def __init__(self, request: ResetRequest):
-        self.request = request
 
     def run(self, ctx: Context) -> PhaseResult:
         req = self.request
@@ -364,17 +364,11 @@ class CleanupHosts(Phase):
 API_FAILOVER_WAIT = 30.0
 
 
-class DeleteNodes(Phase):
+class DeleteNodes(NodeObjectPhase):
     """The Node objects of the reset hosts (kubeadm reset removed the kubelet that would
     re-register them)."""
 
     title = "delete nodes"
-
-    def __init__(self, request: ResetRequest):
-        self.request = request
-
-    def applies(self, ctx: Context) -> bool:
-        return not self.request.all and self.request.api is not None
 
     def run(self, ctx: Context) -> PhaseResult:
         req = self.request
